@@ -1,0 +1,288 @@
+//! Bounded request-body collection.
+//!
+//! The signature covers the exact body bytes, so the signing layer reads the whole body before
+//! it signs. [`Collect`] does that within a byte limit: a single-chunk body such as
+//! `Full<Bytes>` comes out as the very `Bytes` it held (no copy), an empty body is never polled,
+//! and several chunks are joined into one buffer sized from the body's size hint.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::BoxError;
+
+/// The default request-body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A request body could not be collected; nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// `Content-Length` (or the body's own size hint) announces more than the limit.
+    #[error("request body of {declared} bytes exceeds the {limit}-byte limit; nothing was sent")]
+    TooLargeDeclared {
+        /// The announced length.
+        declared: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body grew past the limit while it was read.
+    #[error("request body exceeds the {limit}-byte limit; nothing was sent")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// `Content-Length` is not a single decimal number.
+    #[error("request Content-Length header is not a valid length; nothing was sent")]
+    InvalidContentLength,
+    /// `Content-Length` disagrees with the bytes the body produced.
+    #[error(
+        "request Content-Length says {declared} bytes but the body has {actual}; nothing was sent"
+    )]
+    LengthMismatch {
+        /// The announced length.
+        declared: u64,
+        /// The bytes read.
+        actual: u64,
+    },
+    /// The body stream failed.
+    #[error("reading the request body failed; nothing was sent: {0}")]
+    Stream(#[source] BoxError),
+}
+
+/// Checks `Content-Length` and the size hint against `limit` before anything is read.
+/// Returns the declared length, if any.
+pub(crate) fn check_declared<B: Body>(
+    headers: &HeaderMap,
+    body: &B,
+    limit: usize,
+) -> Result<Option<u64>, BodyError> {
+    let declared = match headers.get(http::header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(BodyError::InvalidContentLength)?,
+        ),
+    };
+    let hinted = body.size_hint().lower();
+    let at_least = declared.unwrap_or(0).max(hinted);
+    if at_least > limit as u64 {
+        return Err(BodyError::TooLargeDeclared {
+            declared: at_least,
+            limit,
+        });
+    }
+    Ok(declared)
+}
+
+pin_project! {
+    /// Reads a whole body into one `Bytes`, failing past a byte limit.
+    pub(crate) struct Collect<B> {
+        #[pin]
+        body: B,
+        first: Option<Bytes>,
+        joined: Option<BytesMut>,
+        len: usize,
+        limit: usize,
+        declared: Option<u64>,
+    }
+}
+
+impl<B: Body> Collect<B> {
+    pub(crate) fn new(body: B, limit: usize, declared: Option<u64>) -> Self {
+        Self {
+            body,
+            first: None,
+            joined: None,
+            len: 0,
+            limit,
+            declared,
+        }
+    }
+}
+
+impl<B> Future for Collect<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Bytes, BodyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if this.body.is_end_stream() {
+                break;
+            }
+            let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
+                break;
+            };
+            let frame = frame.map_err(|e| BodyError::Stream(e.into()))?;
+            // Trailers cannot be signed; only data frames are part of the body.
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let n = data.remaining();
+            if n == 0 {
+                continue;
+            }
+            *this.len = this.len.saturating_add(n);
+            if *this.len > *this.limit {
+                return Poll::Ready(Err(BodyError::TooLarge { limit: *this.limit }));
+            }
+            match (this.first.take(), this.joined.as_mut()) {
+                (None, None) => *this.first = Some(data.copy_to_bytes(n)),
+                (first, joined) => {
+                    let buf = match joined {
+                        Some(buf) => buf,
+                        None => {
+                            let hint = this.body.size_hint();
+                            let want = hint.upper().unwrap_or(hint.lower()) as usize;
+                            let cap = (*this.len + want).min(*this.limit);
+                            this.joined.insert(BytesMut::with_capacity(cap))
+                        }
+                    };
+                    if let Some(first) = first {
+                        buf.extend_from_slice(&first);
+                    }
+                    while data.has_remaining() {
+                        let chunk = data.chunk();
+                        let k = chunk.len();
+                        buf.extend_from_slice(chunk);
+                        data.advance(k);
+                    }
+                }
+            }
+        }
+        if let Some(declared) = *this.declared
+            && declared != *this.len as u64
+        {
+            return Poll::Ready(Err(BodyError::LengthMismatch {
+                declared,
+                actual: *this.len as u64,
+            }));
+        }
+        let bytes = match (this.first.take(), this.joined.take()) {
+            (_, Some(buf)) => buf.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        };
+        Poll::Ready(Ok(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use std::convert::Infallible;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn chunks(parts: Vec<&'static [u8]>) -> impl Body<Data = Bytes, Error = Infallible> {
+        StreamBody::new(futures_util::stream::iter(
+            parts
+                .into_iter()
+                .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p)))),
+        ))
+    }
+
+    #[test]
+    fn full_body_is_not_copied() {
+        let original = Bytes::from(vec![7u8; 512]);
+        let ptr = original.as_ptr();
+        let out = block_on(Collect::new(Full::new(original), 1024, None)).expect("fits");
+        assert_eq!(out.as_ptr(), ptr);
+        assert_eq!(out.len(), 512);
+    }
+
+    #[test]
+    fn chunks_are_joined_in_order() {
+        let body = chunks(vec![b"ab", b"", b"cd", b"e"]);
+        let out = block_on(Collect::new(body, 5, None)).expect("fits exactly");
+        assert_eq!(&out[..], b"abcde");
+    }
+
+    #[test]
+    fn streaming_past_the_limit_fails() {
+        let body = chunks(vec![b"abc", b"def"]);
+        let err = block_on(Collect::new(body, 5, None)).expect_err("too large");
+        assert!(matches!(err, BodyError::TooLarge { limit: 5 }));
+    }
+
+    #[test]
+    fn declared_length_is_checked_before_reading() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            "2000000".parse().expect("num"),
+        );
+        let body = Full::new(Bytes::from_static(b"x"));
+        assert!(matches!(
+            check_declared(&headers, &body, DEFAULT_BODY_LIMIT),
+            Err(BodyError::TooLargeDeclared {
+                declared: 2_000_000,
+                ..
+            })
+        ));
+        headers.insert(http::header::CONTENT_LENGTH, "-1".parse().expect("hv"));
+        assert!(matches!(
+            check_declared(&headers, &body, 10),
+            Err(BodyError::InvalidContentLength)
+        ));
+        headers.insert(http::header::CONTENT_LENGTH, "1".parse().expect("hv"));
+        assert_eq!(check_declared(&headers, &body, 10).expect("fine"), Some(1));
+        let big = Full::new(Bytes::from(vec![0u8; 11]));
+        assert!(matches!(
+            check_declared(&HeaderMap::new(), &big, 10),
+            Err(BodyError::TooLargeDeclared { declared: 11, .. })
+        ));
+    }
+
+    #[test]
+    fn length_mismatch_is_an_error() {
+        let body = chunks(vec![b"abc"]);
+        let err = block_on(Collect::new(body, 10, Some(4))).expect_err("mismatch");
+        assert!(matches!(
+            err,
+            BodyError::LengthMismatch {
+                declared: 4,
+                actual: 3
+            }
+        ));
+    }
+
+    #[test]
+    fn stream_errors_surface() {
+        let body = StreamBody::new(futures_util::stream::iter(vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"ab"))),
+            Err(std::io::Error::other("disk on fire")),
+        ]));
+        let err = block_on(Collect::new(body, 10, None)).expect_err("stream error");
+        assert!(matches!(err, BodyError::Stream(_)));
+        assert!(err.to_string().contains("disk on fire"));
+    }
+
+    #[test]
+    fn trailers_are_skipped() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", "1".parse().expect("hv"));
+        let body =
+            Full::new(Bytes::from_static(b"abc")).with_trailers(async { Some(Ok(trailers)) });
+        let out = block_on(Collect::new(body, 10, None)).expect("fits");
+        assert_eq!(&out[..], b"abc");
+    }
+}

@@ -1,0 +1,698 @@
+//! Credentials: HMAC scoped tokens, Privy identity tokens and legacy API keys.
+//!
+//! Every credential type validates its input once, at construction, and keeps its secret out of
+//! `Debug` output. [`HmacCredentials`] decodes the base64 secret strictly and keys the MAC right
+//! away; the decoded key bytes are wiped as soon as the MAC is keyed, and the MAC state (as good
+//! as the key) is wiped when the last clone is dropped.
+//!
+//! ```
+//! use limitless_auth::{Credentials, HmacCredentials, IdentityToken};
+//!
+//! let creds = Credentials::new()
+//!     .with_hmac(HmacCredentials::new("token-123", "c2VjcmV0")?)
+//!     .with_identity(IdentityToken::new("eyJhbGciOi.payload.sig")?);
+//! assert!(!format!("{creds:?}").contains("c2VjcmV0"));
+//!
+//! // Malformed secrets are refused before anything can be signed with them.
+//! assert!(HmacCredentials::new("token-123", "c2VjcmV0\n").is_err());
+//! # Ok::<(), limitless_auth::CredentialError>(())
+//! ```
+
+use std::ffi::OsString;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit as _};
+use http::HeaderValue;
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+
+/// Environment variable holding the HMAC token id (`lmts-api-key`).
+pub const ENV_TOKEN_ID: &str = "LMTS_TOKEN_ID";
+/// Environment variable holding the base64 HMAC token secret.
+pub const ENV_TOKEN_SECRET: &str = "LMTS_TOKEN_SECRET";
+/// Environment variable holding the Privy identity token.
+pub const ENV_IDENTITY_TOKEN: &str = "LIMITLESS_IDENTITY_TOKEN";
+/// Environment variable holding a legacy API key.
+pub const ENV_API_KEY: &str = "LIMITLESS_API_KEY";
+
+/// Why a base64 token secret was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretProblem {
+    /// The secret is empty.
+    Empty,
+    /// The secret contains whitespace (spaces, tabs, line breaks).
+    Whitespace,
+    /// The secret uses the URL-safe alphabet (`-` or `_`) instead of the standard one.
+    UrlSafeAlphabet,
+    /// A character outside the standard base64 alphabet, at this byte offset.
+    InvalidCharacter {
+        /// Byte offset of the character.
+        offset: usize,
+    },
+    /// The `=` padding is missing.
+    MissingPadding,
+    /// `=` padding in the wrong place or of the wrong length.
+    InvalidPadding,
+    /// The last character carries bits that a canonical encoder sets to zero.
+    NonCanonicalTrailingBits,
+    /// The length is impossible for base64.
+    InvalidLength,
+}
+
+impl fmt::Display for SecretProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("it is empty"),
+            Self::Whitespace => f.write_str("it contains whitespace"),
+            Self::UrlSafeAlphabet => {
+                f.write_str("it uses the URL-safe alphabet ('-' or '_'); use standard base64")
+            }
+            Self::InvalidCharacter { offset } => {
+                write!(f, "it has a non-base64 character at offset {offset}")
+            }
+            Self::MissingPadding => f.write_str("its '=' padding is missing"),
+            Self::InvalidPadding => f.write_str("its '=' padding is invalid"),
+            Self::NonCanonicalTrailingBits => {
+                f.write_str("its last character has non-zero trailing bits")
+            }
+            Self::InvalidLength => f.write_str("its length is not possible for base64"),
+        }
+    }
+}
+
+/// A credential was refused at construction or while loading from the environment.
+///
+/// Messages name the credential and the problem, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The value is empty.
+    #[error("the {what} is empty")]
+    Empty {
+        /// Which credential.
+        what: &'static str,
+    },
+    /// The value holds a byte that cannot be sent in an HTTP header.
+    #[error(
+        "the {what} has a byte at position {position} that cannot be sent in an HTTP header \
+         (only visible ASCII is allowed: no spaces, CR, LF, NUL or non-ASCII)"
+    )]
+    InvalidHeaderValue {
+        /// Which credential.
+        what: &'static str,
+        /// Byte offset of the first offending byte.
+        position: usize,
+    },
+    /// The identity token was given with its `Bearer ` prefix.
+    #[error("the identity token must be given without the 'Bearer ' prefix")]
+    BearerPrefix,
+    /// The token secret is not strict, padded, standard base64.
+    #[error("the token secret is not standard padded base64: {0}")]
+    MalformedSecret(SecretProblem),
+    /// One of a pair of environment variables is set without the other.
+    #[error("{set} is set but {missing} is not")]
+    IncompleteEnv {
+        /// The variable that is set.
+        set: &'static str,
+        /// The variable that is missing.
+        missing: &'static str,
+    },
+    /// An environment variable is not valid UTF-8.
+    #[error("{var} is not valid UTF-8")]
+    NotUnicode {
+        /// The variable.
+        var: &'static str,
+    },
+    /// A value read from an environment variable was refused.
+    #[error("{var}: {source}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with its value.
+        source: Box<CredentialError>,
+    },
+}
+
+/// Checks that `value` is non-empty visible ASCII (0x21..=0x7E).
+fn check_visible(what: &'static str, value: &str) -> Result<(), CredentialError> {
+    if value.is_empty() {
+        return Err(CredentialError::Empty { what });
+    }
+    match value.bytes().position(|b| !b.is_ascii_graphic()) {
+        Some(position) => Err(CredentialError::InvalidHeaderValue { what, position }),
+        None => Ok(()),
+    }
+}
+
+/// A sensitive header value; the input must already be checked by [`check_visible`].
+fn sensitive_header(bytes: Bytes) -> HeaderValue {
+    let mut v =
+        HeaderValue::from_maybe_shared(bytes).expect("visible ASCII is a valid header value");
+    v.set_sensitive(true);
+    v
+}
+
+/// An HMAC scoped API token: the token id sent as `lmts-api-key` and a MAC keyed with the
+/// decoded secret.
+///
+/// Built once; cloning is a reference-count increment. The secret is decoded strictly
+/// (standard alphabet, `=` padding required, no whitespace, canonical trailing bits) and the MAC
+/// keyed immediately, so signing never pays for key setup. `Debug` shows neither the token id,
+/// nor the secret, nor the key.
+#[derive(Clone)]
+pub struct HmacCredentials {
+    inner: Arc<HmacInner>,
+}
+
+struct HmacInner {
+    token_id: HeaderValue,
+    mac: HmacSha256,
+}
+
+impl HmacCredentials {
+    /// Validates the token id, decodes `secret_b64` and keys the MAC.
+    ///
+    /// ```
+    /// use limitless_auth::{CredentialError, HmacCredentials, SecretProblem};
+    ///
+    /// assert!(HmacCredentials::new("token-123", "c2VjcmV0").is_ok());
+    /// assert_eq!(
+    ///     HmacCredentials::new("token-123", "c2VjcmV0LWtleQ").unwrap_err(),
+    ///     CredentialError::MalformedSecret(SecretProblem::MissingPadding),
+    /// );
+    /// assert!(matches!(
+    ///     HmacCredentials::new("token\r\n123", "c2VjcmV0"),
+    ///     Err(CredentialError::InvalidHeaderValue { .. })
+    /// ));
+    /// ```
+    pub fn new(token_id: &str, secret_b64: &str) -> Result<Self, CredentialError> {
+        check_visible("token id", token_id)?;
+        let key = decode_secret(secret_b64)?;
+        let mac = HmacSha256::new_from_slice(&key).expect("HMAC accepts keys of any length");
+        Ok(Self {
+            inner: Arc::new(HmacInner {
+                token_id: sensitive_header(Bytes::copy_from_slice(token_id.as_bytes())),
+                mac,
+            }),
+        })
+    }
+
+    /// The token id (the `lmts-api-key` value).
+    pub fn token_id(&self) -> &str {
+        self.inner
+            .token_id
+            .to_str()
+            .expect("validated as visible ASCII")
+    }
+
+    /// The token id as a sensitive header value; cloning it shares its bytes.
+    pub fn token_id_header(&self) -> &HeaderValue {
+        &self.inner.token_id
+    }
+
+    pub(crate) fn mac(&self) -> &HmacSha256 {
+        &self.inner.mac
+    }
+}
+
+impl fmt::Debug for HmacCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacCredentials { token_id: <redacted>, key: <redacted> }")
+    }
+}
+
+/// Decodes a token secret strictly; the key is wiped when the returned buffer drops.
+fn decode_secret(secret_b64: &str) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
+    use base64::DecodeError;
+    let bad = |p| Err(CredentialError::MalformedSecret(p));
+    let bytes = secret_b64.as_bytes();
+    if bytes.is_empty() {
+        return bad(SecretProblem::Empty);
+    }
+    if bytes.iter().any(u8::is_ascii_whitespace) {
+        return bad(SecretProblem::Whitespace);
+    }
+    if bytes.iter().any(|b| matches!(b, b'-' | b'_')) {
+        return bad(SecretProblem::UrlSafeAlphabet);
+    }
+    // Unpadded input is the common mistake; name it rather than a generic length error.
+    let unpadded = !bytes.len().is_multiple_of(4) && !bytes.contains(&b'=');
+    let mut key = Zeroizing::new(Vec::with_capacity(bytes.len() / 4 * 3 + 3));
+    match STANDARD.decode_vec(bytes, &mut key) {
+        Ok(()) if key.is_empty() => bad(SecretProblem::Empty),
+        Ok(()) => Ok(key),
+        Err(_) if unpadded => bad(SecretProblem::MissingPadding),
+        Err(DecodeError::InvalidByte(_, b'=') | DecodeError::InvalidPadding) => {
+            bad(SecretProblem::InvalidPadding)
+        }
+        Err(DecodeError::InvalidByte(offset, _)) => bad(SecretProblem::InvalidCharacter { offset }),
+        Err(DecodeError::InvalidLastSymbol(..)) => bad(SecretProblem::NonCanonicalTrailingBits),
+        Err(DecodeError::InvalidLength(_)) => bad(SecretProblem::InvalidLength),
+    }
+}
+
+/// Shared body of [`IdentityToken`] and [`ApiKey`]: a validated secret string.
+#[derive(Clone)]
+struct HeaderSecret(Arc<SecretString>);
+
+impl HeaderSecret {
+    fn new(what: &'static str, value: String) -> Result<Self, CredentialError> {
+        let value = Zeroizing::new(value);
+        check_visible(what, &value)?;
+        Ok(Self(Arc::new(SecretString::from(value.as_str()))))
+    }
+
+    fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// `prefix` followed by the secret, as a sensitive header value.
+    fn header(&self, prefix: &str) -> HeaderValue {
+        let secret = self.expose();
+        let mut buf = Vec::with_capacity(prefix.len() + secret.len());
+        buf.extend_from_slice(prefix.as_bytes());
+        buf.extend_from_slice(secret.as_bytes());
+        sensitive_header(Bytes::from(buf))
+    }
+}
+
+/// A Privy identity token, sent as `identity: Bearer <token>` on Privy routes.
+///
+/// This is the `token` field of Privy's authenticate response (the identity token), not
+/// `privy_access_token`. Held in a [`SecretString`]; cloning shares it; `Debug` is redacted.
+#[derive(Clone)]
+pub struct IdentityToken(HeaderSecret);
+
+impl IdentityToken {
+    /// Validates the token: non-empty, visible ASCII, without a `Bearer ` prefix.
+    pub fn new(token: impl Into<String>) -> Result<Self, CredentialError> {
+        let token = token.into();
+        if token.len() > 7 && token[..7].eq_ignore_ascii_case("bearer ") {
+            drop(Zeroizing::new(token));
+            return Err(CredentialError::BearerPrefix);
+        }
+        HeaderSecret::new("identity token", token).map(Self)
+    }
+
+    /// The token itself. Handle with care: this is a bearer credential.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The `identity` header value, `Bearer <token>`, marked sensitive.
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.header("Bearer ")
+    }
+}
+
+impl fmt::Debug for IdentityToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentityToken(<redacted>)")
+    }
+}
+
+/// A legacy API key (`X-API-Key: lmts_...`). Deprecated by Limitless and no longer issued, but
+/// existing keys still work on ordinary routes. `Debug` is redacted.
+#[derive(Clone)]
+pub struct ApiKey(HeaderSecret);
+
+impl ApiKey {
+    /// Validates the key: non-empty visible ASCII.
+    pub fn new(key: impl Into<String>) -> Result<Self, CredentialError> {
+        HeaderSecret::new("API key", key.into()).map(Self)
+    }
+
+    /// The key itself.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The `x-api-key` header value, marked sensitive.
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.header("")
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// The credentials a stack or client holds; any of them may be absent.
+///
+/// Which one a request uses is decided per route by the
+/// [`AuthPolicyLayer`](crate::policy::AuthPolicyLayer).
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// HMAC scoped token.
+    pub hmac: Option<HmacCredentials>,
+    /// Privy identity token.
+    pub identity: Option<IdentityToken>,
+    /// Legacy API key.
+    pub api_key: Option<ApiKey>,
+}
+
+impl Credentials {
+    /// No credentials.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds HMAC credentials.
+    pub fn with_hmac(mut self, hmac: HmacCredentials) -> Self {
+        self.hmac = Some(hmac);
+        self
+    }
+
+    /// Adds a Privy identity token.
+    pub fn with_identity(mut self, identity: IdentityToken) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Adds a legacy API key.
+    pub fn with_api_key(mut self, api_key: ApiKey) -> Self {
+        self.api_key = Some(api_key);
+        self
+    }
+
+    /// Whether no credential at all is held.
+    pub fn is_empty(&self) -> bool {
+        self.hmac.is_none() && self.identity.is_none() && self.api_key.is_none()
+    }
+
+    /// Loads whatever the environment holds: `LMTS_TOKEN_ID` with `LMTS_TOKEN_SECRET`,
+    /// `LIMITLESS_IDENTITY_TOKEN`, `LIMITLESS_API_KEY`. Unset or empty variables are absent;
+    /// a token id without a secret (or the reverse) and malformed values are errors.
+    pub fn from_env() -> Result<Self, CredentialError> {
+        Self::from_lookup(|name| std::env::var_os(name))
+    }
+
+    /// Like [`Credentials::from_env`], reading variables through `lookup`.
+    ///
+    /// ```
+    /// use limitless_auth::Credentials;
+    /// let creds = Credentials::from_lookup(|name| match name {
+    ///     "LMTS_TOKEN_ID" => Some("token-123".into()),
+    ///     "LMTS_TOKEN_SECRET" => Some("c2VjcmV0".into()),
+    ///     _ => None,
+    /// })?;
+    /// assert_eq!(creds.hmac.map(|h| h.token_id().to_owned()).as_deref(), Some("token-123"));
+    /// assert!(creds.identity.is_none());
+    /// # Ok::<(), limitless_auth::CredentialError>(())
+    /// ```
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self, CredentialError> {
+        let get = |var: &'static str| -> Result<Option<Zeroizing<String>>, CredentialError> {
+            match lookup(var) {
+                None => Ok(None),
+                Some(v) if v.is_empty() => Ok(None),
+                Some(v) => v
+                    .into_string()
+                    .map(|s| Some(Zeroizing::new(s)))
+                    .map_err(|_| CredentialError::NotUnicode { var }),
+            }
+        };
+        let in_var = |var: &'static str| {
+            move |e: CredentialError| CredentialError::Env {
+                var,
+                source: Box::new(e),
+            }
+        };
+        let hmac = match (get(ENV_TOKEN_ID)?, get(ENV_TOKEN_SECRET)?) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(CredentialError::IncompleteEnv {
+                    set: ENV_TOKEN_ID,
+                    missing: ENV_TOKEN_SECRET,
+                });
+            }
+            (None, Some(_)) => {
+                return Err(CredentialError::IncompleteEnv {
+                    set: ENV_TOKEN_SECRET,
+                    missing: ENV_TOKEN_ID,
+                });
+            }
+            (Some(id), Some(secret)) => {
+                check_visible("token id", &id).map_err(in_var(ENV_TOKEN_ID))?;
+                Some(HmacCredentials::new(&id, &secret).map_err(in_var(ENV_TOKEN_SECRET))?)
+            }
+        };
+        let identity = get(ENV_IDENTITY_TOKEN)?
+            .map(|t| IdentityToken::new(t.as_str()))
+            .transpose()
+            .map_err(in_var(ENV_IDENTITY_TOKEN))?;
+        let api_key = get(ENV_API_KEY)?
+            .map(|k| ApiKey::new(k.as_str()))
+            .transpose()
+            .map_err(in_var(ENV_API_KEY))?;
+        Ok(Self {
+            hmac,
+            identity,
+            api_key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "c3VwZXItc2VjcmV0LWtleQ==";
+
+    #[test]
+    fn secret_problems_are_classified() {
+        let cases: &[(&str, SecretProblem)] = &[
+            ("", SecretProblem::Empty),
+            ("c3VwZXItc2VjcmV0LWtleQ", SecretProblem::MissingPadding),
+            ("c3VwZXItc2VjcmV0LWtleQ=", SecretProblem::InvalidPadding),
+            ("c3VwZXItc2VjcmV0LWtleQ===", SecretProblem::InvalidPadding),
+            ("c3Vw=ZXItc2VjcmV0LWtleQ==", SecretProblem::InvalidPadding),
+            ("c3VwZXItc2VjcmV0LWtleQ==\n", SecretProblem::Whitespace),
+            (" c3VwZXItc2VjcmV0LWtleQ==", SecretProblem::Whitespace),
+            ("c3Vw ZXItc2VjcmV0LWtleQ==", SecretProblem::Whitespace),
+            ("c3VwZXItc2VjcmV0LWtleQ==\t", SecretProblem::Whitespace),
+            ("c3VwZXI-c2VjcmV0LWtleQ==", SecretProblem::UrlSafeAlphabet),
+            ("c3VwZXI_c2VjcmV0LWtleQ==", SecretProblem::UrlSafeAlphabet),
+            (
+                "c3VwZXI*c2VjcmV0LWtleQ==",
+                SecretProblem::InvalidCharacter { offset: 7 },
+            ),
+            (
+                "c3VwZXIéc2VjcmV0LWtleQ==",
+                SecretProblem::InvalidCharacter { offset: 7 },
+            ),
+            (
+                "c3VwZXItc2VjcmV0LWtleR==",
+                SecretProblem::NonCanonicalTrailingBits,
+            ),
+            ("QQ==QQ==", SecretProblem::InvalidPadding),
+            ("A", SecretProblem::MissingPadding),
+            ("====", SecretProblem::InvalidPadding),
+        ];
+        for (secret, problem) in cases {
+            match HmacCredentials::new("id", secret) {
+                Err(CredentialError::MalformedSecret(p)) => assert_eq!(p, *problem, "{secret:?}"),
+                other => panic!("{secret:?}: expected {problem:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages_never_contain_the_secret() {
+        for secret in ["c3VwZXI*c2VjcmV0LWtleQ==", "c3VwZXItc2VjcmV0LWtleQ"] {
+            let err = HmacCredentials::new("id", secret).expect_err("malformed");
+            assert!(!err.to_string().contains("c3Vw"), "{err}");
+            assert!(!format!("{err:?}").contains("c3Vw"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn token_id_must_be_a_visible_header_value() {
+        for (id, expected) in [
+            ("", CredentialError::Empty { what: "token id" }),
+            (
+                "tok\r\nx",
+                CredentialError::InvalidHeaderValue {
+                    what: "token id",
+                    position: 3,
+                },
+            ),
+            (
+                "tok\0",
+                CredentialError::InvalidHeaderValue {
+                    what: "token id",
+                    position: 3,
+                },
+            ),
+            (
+                "tok en",
+                CredentialError::InvalidHeaderValue {
+                    what: "token id",
+                    position: 3,
+                },
+            ),
+            (
+                "tøk",
+                CredentialError::InvalidHeaderValue {
+                    what: "token id",
+                    position: 1,
+                },
+            ),
+        ] {
+            assert_eq!(HmacCredentials::new(id, SECRET).expect_err(id), expected);
+        }
+    }
+
+    #[test]
+    fn identity_token_and_api_key_validation() {
+        assert!(matches!(
+            IdentityToken::new("abc\ndef"),
+            Err(CredentialError::InvalidHeaderValue { position: 3, .. })
+        ));
+        assert!(matches!(
+            IdentityToken::new(""),
+            Err(CredentialError::Empty { .. })
+        ));
+        assert_eq!(
+            IdentityToken::new("Bearer abc")
+                .expect_err("prefixed")
+                .to_string(),
+            "the identity token must be given without the 'Bearer ' prefix"
+        );
+        assert!(matches!(
+            ApiKey::new("lmts_\r"),
+            Err(CredentialError::InvalidHeaderValue { .. })
+        ));
+        let t = IdentityToken::new("eyJ.a.b").expect("valid");
+        let h = t.header_value();
+        assert_eq!(h.as_bytes(), b"Bearer eyJ.a.b");
+        assert!(h.is_sensitive());
+        let k = ApiKey::new("lmts_abc").expect("valid");
+        assert_eq!(k.header_value().as_bytes(), b"lmts_abc");
+        assert!(k.header_value().is_sensitive());
+    }
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let hmac = HmacCredentials::new("visible-token-id", SECRET).expect("valid");
+        let identity = IdentityToken::new("identity-secret-value").expect("valid");
+        let key = ApiKey::new("lmts_legacy_secret").expect("valid");
+        let all = Credentials::new()
+            .with_hmac(hmac.clone())
+            .with_identity(identity.clone())
+            .with_api_key(key.clone());
+        for shown in [
+            format!("{hmac:?}"),
+            format!("{identity:?}"),
+            format!("{key:?}"),
+            format!("{all:?}"),
+            format!("{all:#?}"),
+        ] {
+            for secret in [
+                "visible-token-id",
+                SECRET,
+                "super-secret-key",
+                "identity-secret-value",
+                "lmts_legacy_secret",
+            ] {
+                assert!(!shown.contains(secret), "{shown} shows {secret}");
+            }
+        }
+        assert!(hmac.token_id_header().is_sensitive());
+        assert_eq!(hmac.token_id(), "visible-token-id");
+    }
+
+    #[test]
+    fn env_loading() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(*v))
+            }
+        };
+        let all = Credentials::from_lookup(env(&[
+            ("LMTS_TOKEN_ID", "tok"),
+            ("LMTS_TOKEN_SECRET", SECRET),
+            ("LIMITLESS_IDENTITY_TOKEN", "idt"),
+            ("LIMITLESS_API_KEY", "lmts_k"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            all.hmac.as_ref().map(HmacCredentials::token_id),
+            Some("tok")
+        );
+        assert_eq!(
+            all.identity.as_ref().map(IdentityToken::expose_secret),
+            Some("idt")
+        );
+        assert_eq!(
+            all.api_key.as_ref().map(ApiKey::expose_secret),
+            Some("lmts_k")
+        );
+
+        assert!(
+            Credentials::from_lookup(env(&[("LMTS_TOKEN_ID", "")]))
+                .expect("empty is unset")
+                .is_empty()
+        );
+        assert_eq!(
+            Credentials::from_lookup(env(&[("LMTS_TOKEN_ID", "tok")])).expect_err("no secret"),
+            CredentialError::IncompleteEnv {
+                set: "LMTS_TOKEN_ID",
+                missing: "LMTS_TOKEN_SECRET"
+            }
+        );
+        assert_eq!(
+            Credentials::from_lookup(env(&[("LMTS_TOKEN_SECRET", SECRET)])).expect_err("no id"),
+            CredentialError::IncompleteEnv {
+                set: "LMTS_TOKEN_SECRET",
+                missing: "LMTS_TOKEN_ID"
+            }
+        );
+        let err = Credentials::from_lookup(env(&[
+            ("LMTS_TOKEN_ID", "tok"),
+            ("LMTS_TOKEN_SECRET", "c3VwZXItc2VjcmV0LWtleQ"),
+        ]))
+        .expect_err("unpadded");
+        assert_eq!(
+            err.to_string(),
+            "LMTS_TOKEN_SECRET: the token secret is not standard padded base64: its '=' padding is missing"
+        );
+        let err = Credentials::from_lookup(env(&[("LIMITLESS_IDENTITY_TOKEN", "a\r\nb")]))
+            .expect_err("CRLF");
+        assert!(err.to_string().starts_with("LIMITLESS_IDENTITY_TOKEN: "));
+        let err = Credentials::from_lookup(env(&[
+            ("LMTS_TOKEN_ID", "t o k"),
+            ("LMTS_TOKEN_SECRET", SECRET),
+        ]))
+        .expect_err("space");
+        assert!(err.to_string().starts_with("LMTS_TOKEN_ID: "), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn env_values_must_be_unicode() {
+        use std::os::unix::ffi::OsStringExt;
+        let err = Credentials::from_lookup(|name| {
+            (name == "LIMITLESS_API_KEY").then(|| OsString::from_vec(vec![0xff, 0xfe]))
+        })
+        .expect_err("not UTF-8");
+        assert_eq!(
+            err,
+            CredentialError::NotUnicode {
+                var: "LIMITLESS_API_KEY"
+            }
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! The tower layers: [`hmac`] signs, [`privy`] adds the identity token.
+//!
+//! Both are usually stacked below an [`AuthPolicyLayer`](crate::AuthPolicyLayer), which
+//! decides per route which of them acts.
+
+pub mod hmac;
+pub mod privy;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::BoxError;
+
+pin_project! {
+    /// The future of the synchronous layers ([`AuthPolicy`](crate::AuthPolicy),
+    /// [`Identity`](privy::Identity)): the inner service's future, or an error decided before
+    /// the inner service was called.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] fut: F },
+        Failed { err: Option<BoxError> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn inner(fut: F) -> Self {
+        Self {
+            kind: Kind::Inner { fut },
+        }
+    }
+
+    pub(crate) fn error(err: BoxError) -> Self {
+        Self {
+            kind: Kind::Failed { err: Some(err) },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { fut } => fut.poll(cx).map_err(Into::into),
+            KindProj::Failed { err } => Poll::Ready(Err(err
+                .take()
+                .unwrap_or_else(|| "future polled after completion".into()))),
+        }
+    }
+}

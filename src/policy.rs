@@ -1,0 +1,657 @@
+//! The route policy: which authentication each Limitless route accepts, and the layer that
+//! applies exactly one of them to every request.
+//!
+//! [`AuthPolicyLayer`] classifies each request with a [`RouteTable`], removes every
+//! authentication header the caller set (`lmts-*`, `identity`, `x-api-key`), chooses one
+//! [`AuthMode`] from the credentials it holds, and records the choice in the request's
+//! extensions as a [`SelectedAuth`] for the [`IdentityLayer`](crate::IdentityLayer) and
+//! [`HmacSigningLayer`](crate::HmacSigningLayer) below it. When the route's modes have no
+//! credentials it fails locally with a [`PolicyError`] and the inner service is never called.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use limitless_auth::{
+//!     AuthPolicyLayer, Credentials, HmacCredentials, HmacSigningLayer, IdentityLayer,
+//!     IdentityToken, PolicyError,
+//! };
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # tokio_test_block_on(async {
+//! let creds = Credentials::new()
+//!     .with_hmac(HmacCredentials::new("token-123", "c2VjcmV0")?)
+//!     .with_identity(IdentityToken::new("privy-identity-token")?);
+//! let svc = ServiceBuilder::new()
+//!     .layer(AuthPolicyLayer::new(creds))
+//!     .layer(IdentityLayer::for_policy())
+//!     .layer(HmacSigningLayer::for_policy())
+//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!         // A Privy-only route: identity header, no HMAC headers.
+//!         assert!(req.headers().contains_key("identity"));
+//!         assert!(!req.headers().contains_key("lmts-signature"));
+//!         Ok::<_, std::convert::Infallible>(Response::new(()))
+//!     });
+//! let req = Request::get("/auth/api-tokens/capabilities").body(Full::new(Bytes::new()))?;
+//! svc.oneshot(req).await?;
+//!
+//! // Without an identity token the same request fails before anything is sent.
+//! let svc = ServiceBuilder::new()
+//!     .layer(AuthPolicyLayer::new(Credentials::new()))
+//!     .service_fn(|_req: Request<Full<Bytes>>| async move {
+//!         unreachable!("never called");
+//!         #[allow(unreachable_code)]
+//!         Ok::<_, std::convert::Infallible>(Response::new(()))
+//!     });
+//! let req = Request::get("/auth/api-tokens/capabilities").body(Full::new(Bytes::new()))?;
+//! let err = svc.oneshot(req).await.unwrap_err();
+//! assert!(err.downcast_ref::<PolicyError>().is_some());
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//! # }).unwrap();
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::fmt;
+use std::ops::BitOr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderName, Method, Request};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken};
+use crate::headers::{IDENTITY, X_API_KEY};
+use crate::layer::ResponseFuture;
+
+/// How a request is authenticated.
+///
+/// Inserted into a request's extensions by a caller, it asks the policy for that mode (the
+/// policy refuses it on routes that do not accept it); standalone signing and identity layers
+/// read it as the request's mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthMode {
+    /// HMAC scoped token: `lmts-api-key`, `lmts-timestamp`, `lmts-signature`.
+    Hmac,
+    /// Privy identity token: `identity: Bearer <token>`.
+    Privy,
+    /// Legacy API key: `x-api-key`.
+    ApiKey,
+    /// No authentication headers.
+    None,
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Hmac => "HMAC",
+            Self::Privy => "Privy",
+            Self::ApiKey => "API key",
+            Self::None => "no",
+        })
+    }
+}
+
+/// The set of authentication modes a route accepts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Accepts(u8);
+
+impl Accepts {
+    /// HMAC scoped tokens.
+    pub const HMAC: Self = Self(1);
+    /// Privy identity tokens.
+    pub const PRIVY: Self = Self(2);
+    /// Legacy API keys.
+    pub const API_KEY: Self = Self(4);
+    /// No authentication (used when none of the other accepted credentials is held).
+    pub const ANONYMOUS: Self = Self(8);
+    /// What the Limitless API accepts on routes it does not single out: HMAC or the legacy key.
+    pub const DEFAULT: Self = Self(Self::HMAC.0 | Self::API_KEY.0);
+
+    /// Preference order when several accepted modes have credentials.
+    const PREFERENCE: [AuthMode; 4] = [
+        AuthMode::Hmac,
+        AuthMode::Privy,
+        AuthMode::ApiKey,
+        AuthMode::None,
+    ];
+
+    /// The set holding only `mode`.
+    pub const fn only(mode: AuthMode) -> Self {
+        match mode {
+            AuthMode::Hmac => Self::HMAC,
+            AuthMode::Privy => Self::PRIVY,
+            AuthMode::ApiKey => Self::API_KEY,
+            AuthMode::None => Self::ANONYMOUS,
+        }
+    }
+
+    /// Whether `mode` is accepted.
+    pub fn contains(self, mode: AuthMode) -> bool {
+        self.0 & Self::only(mode).0 != 0
+    }
+
+    /// The accepted modes, most preferred first.
+    pub fn modes(self) -> impl Iterator<Item = AuthMode> {
+        Self::PREFERENCE
+            .into_iter()
+            .filter(move |mode| self.contains(*mode))
+    }
+}
+
+impl BitOr for Accepts {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Display for Accepts {
+    /// `Privy only`, `Privy or HMAC`, `HMAC or API key`, …
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let named = [AuthMode::Privy, AuthMode::Hmac, AuthMode::ApiKey];
+        let count = named.iter().filter(|m| self.contains(**m)).count();
+        if count == 0 {
+            return f.write_str("no authentication");
+        }
+        for (i, mode) in named.iter().filter(|m| self.contains(**m)).enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            write!(f, "{mode}")?;
+        }
+        if count == 1 {
+            f.write_str(" only")?;
+        }
+        if self.contains(AuthMode::None) {
+            f.write_str(" (or none)")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Accepts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Accepts({self})")
+    }
+}
+
+/// A route pattern could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid route pattern {pattern:?}: {reason}")]
+pub struct RouteError {
+    /// The pattern.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug)]
+enum Segment {
+    /// Matched ASCII case-insensitively, as Express routes match by default.
+    Literal(Box<str>),
+    /// `{name}`: exactly one non-empty segment.
+    Param,
+}
+
+/// A path pattern: `/literal/{param}/…`, optionally ending in `/**` (this path and everything
+/// below it).
+#[derive(Clone, Debug)]
+struct RoutePattern {
+    text: Box<str>,
+    segments: Box<[Segment]>,
+    rest: bool,
+}
+
+impl RoutePattern {
+    fn parse(pattern: &str) -> Result<Self, RouteError> {
+        let err = |reason| RouteError {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        let body = pattern
+            .strip_prefix('/')
+            .ok_or_else(|| err("must start with '/'"))?;
+        let (body, rest) = match body.strip_suffix("**") {
+            Some(b) if b.is_empty() || b.ends_with('/') => (b.strip_suffix('/').unwrap_or(b), true),
+            Some(_) => return Err(err("'**' must be a whole final segment")),
+            None => (body, false),
+        };
+        let mut segments = Vec::new();
+        if !body.is_empty() {
+            for seg in body.split('/') {
+                if seg.is_empty() {
+                    return Err(err("empty segment"));
+                }
+                if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
+                    segments.push(Segment::Param);
+                } else if seg.contains(['{', '}', '*', '?', '#']) {
+                    return Err(err("segments are literals, '{name}' or a final '**'"));
+                } else {
+                    segments.push(Segment::Literal(seg.into()));
+                }
+            }
+        }
+        Ok(Self {
+            text: pattern.into(),
+            segments: segments.into(),
+            rest,
+        })
+    }
+
+    /// Matches a request path (no query). One trailing slash is ignored and literals compare
+    /// ASCII case-insensitively: the server's router treats those as the same route.
+    fn matches(&self, path: &str) -> bool {
+        let Some(p) = path.strip_prefix('/') else {
+            return false;
+        };
+        let p = p.strip_suffix('/').unwrap_or(p);
+        let mut parts = p.split('/').filter(|_| !p.is_empty());
+        for seg in self.segments.iter() {
+            match (seg, parts.next()) {
+                (_, None) => return false,
+                (Segment::Literal(lit), Some(part)) => {
+                    if !part.eq_ignore_ascii_case(lit) {
+                        return false;
+                    }
+                }
+                (Segment::Param, Some(part)) => {
+                    if part.is_empty() {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.rest || parts.next().is_none()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    method: Option<Method>,
+    pattern: RoutePattern,
+    accepts: Accepts,
+}
+
+/// How one request was classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMatch<'a> {
+    /// The modes the route accepts.
+    pub accepts: Accepts,
+    /// The pattern that matched, or `None` for the fallback.
+    pub pattern: Option<&'a str>,
+}
+
+/// Which authentication modes each route accepts.
+///
+/// Rules match a method (or any method) and a path pattern; a rule added later takes precedence
+/// over an earlier one that matches the same request; requests no rule matches get the fallback.
+/// Methods and path literals match ASCII case-insensitively and one trailing slash is ignored,
+/// because the server routes those variants to the same handler.
+///
+/// ```
+/// use http::Method;
+/// use limitless_auth::{Accepts, AuthMode, RouteTable};
+///
+/// let table = RouteTable::limitless()
+///     .with_route(Some(Method::GET), "/markets/**", Accepts::DEFAULT | Accepts::ANONYMOUS)?;
+/// let m = table.classify(&Method::GET, "/auth/api-tokens/capabilities");
+/// assert_eq!(m.accepts, Accepts::PRIVY);
+/// assert!(table.classify(&Method::GET, "/markets/active").accepts.contains(AuthMode::None));
+/// assert_eq!(table.classify(&Method::POST, "/orders").pattern, None);
+/// # Ok::<(), limitless_auth::policy::RouteError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    rules: Vec<Rule>,
+    fallback: Accepts,
+}
+
+impl RouteTable {
+    /// An empty table whose every route accepts `fallback`.
+    pub fn new(fallback: Accepts) -> Self {
+        Self {
+            rules: Vec::new(),
+            fallback,
+        }
+    }
+
+    /// The Limitless API's routes (SPEC §3):
+    ///
+    /// | accepts | routes |
+    /// |---|---|
+    /// | Privy only | `GET /auth/api-tokens/capabilities`, `POST /auth/api-tokens/derive`, `POST /portfolio/withdrawal-addresses`, `DELETE /portfolio/withdrawal-addresses/{address}` |
+    /// | Privy or HMAC | `POST /amm/allowances/check`, `POST /amm/allowances/approve`, `POST /amm/buy`, `POST /amm/sell`, `POST /portfolio/withdraw` |
+    /// | HMAC only | any method on `/profiles/partner-accounts/**` |
+    /// | HMAC or API key | everything else |
+    pub fn limitless() -> Self {
+        let privy_or_hmac = Accepts::PRIVY | Accepts::HMAC;
+        let rules: [(Option<Method>, &str, Accepts); 10] = [
+            (None, "/profiles/partner-accounts/**", Accepts::HMAC),
+            (Some(Method::POST), "/amm/allowances/check", privy_or_hmac),
+            (Some(Method::POST), "/amm/allowances/approve", privy_or_hmac),
+            (Some(Method::POST), "/amm/buy", privy_or_hmac),
+            (Some(Method::POST), "/amm/sell", privy_or_hmac),
+            (Some(Method::POST), "/portfolio/withdraw", privy_or_hmac),
+            (
+                Some(Method::GET),
+                "/auth/api-tokens/capabilities",
+                Accepts::PRIVY,
+            ),
+            (
+                Some(Method::POST),
+                "/auth/api-tokens/derive",
+                Accepts::PRIVY,
+            ),
+            (
+                Some(Method::POST),
+                "/portfolio/withdrawal-addresses",
+                Accepts::PRIVY,
+            ),
+            (
+                Some(Method::DELETE),
+                "/portfolio/withdrawal-addresses/{address}",
+                Accepts::PRIVY,
+            ),
+        ];
+        let mut table = Self::new(Accepts::DEFAULT);
+        for (method, pattern, accepts) in rules {
+            table
+                .add_route(method, pattern, accepts)
+                .expect("built-in patterns are valid");
+        }
+        table
+    }
+
+    /// Adds a rule; it takes precedence over rules added before it.
+    pub fn add_route(
+        &mut self,
+        method: Option<Method>,
+        pattern: &str,
+        accepts: Accepts,
+    ) -> Result<&mut Self, RouteError> {
+        let pattern = RoutePattern::parse(pattern)?;
+        self.rules.push(Rule {
+            method,
+            pattern,
+            accepts,
+        });
+        Ok(self)
+    }
+
+    /// Adds a rule, builder style.
+    pub fn with_route(
+        mut self,
+        method: Option<Method>,
+        pattern: &str,
+        accepts: Accepts,
+    ) -> Result<Self, RouteError> {
+        self.add_route(method, pattern, accepts)?;
+        Ok(self)
+    }
+
+    /// Sets what routes no rule matches accept.
+    pub fn with_fallback(mut self, fallback: Accepts) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// Classifies a request by method and path (without the query).
+    pub fn classify(&self, method: &Method, path: &str) -> RouteMatch<'_> {
+        self.rules
+            .iter()
+            .rev()
+            .find(|r| {
+                r.method
+                    .as_ref()
+                    .is_none_or(|m| m.as_str().eq_ignore_ascii_case(method.as_str()))
+                    && r.pattern.matches(path)
+            })
+            .map_or(
+                RouteMatch {
+                    accepts: self.fallback,
+                    pattern: None,
+                },
+                |r| RouteMatch {
+                    accepts: r.accepts,
+                    pattern: Some(&r.pattern.text),
+                },
+            )
+    }
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self::limitless()
+    }
+}
+
+/// The authentication the policy chose for a request, with the credential to use.
+///
+/// Inserted into the request's extensions by [`AuthPolicy`]; read by the identity and signing
+/// layers. A value a caller inserts is replaced by the policy's own decision.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum SelectedAuth {
+    /// Sign with these HMAC credentials.
+    Hmac(HmacCredentials),
+    /// Send this identity token.
+    Privy(IdentityToken),
+    /// The `x-api-key` header has been set.
+    ApiKey,
+    /// Send no authentication.
+    None,
+}
+
+impl SelectedAuth {
+    /// The mode chosen.
+    pub fn mode(&self) -> AuthMode {
+        match self {
+            Self::Hmac(_) => AuthMode::Hmac,
+            Self::Privy(_) => AuthMode::Privy,
+            Self::ApiKey => AuthMode::ApiKey,
+            Self::None => AuthMode::None,
+        }
+    }
+}
+
+/// The policy refused a request; nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The route accepts only modes for which no credential is held.
+    #[error("{method} {path} accepts {accepts}, but {needed} is configured; nothing was sent", needed = Needed(*.accepts))]
+    MissingCredential {
+        /// The request's method.
+        method: Method,
+        /// The request's path (without the query).
+        path: String,
+        /// What the route accepts.
+        accepts: Accepts,
+    },
+    /// The caller asked for a mode the route does not accept.
+    #[error(
+        "{method} {path} accepts {accepts}; {requested} authentication was requested and is refused here; nothing was sent"
+    )]
+    ModeNotAccepted {
+        /// The request's method.
+        method: Method,
+        /// The request's path (without the query).
+        path: String,
+        /// The mode asked for.
+        requested: AuthMode,
+        /// What the route accepts.
+        accepts: Accepts,
+    },
+}
+
+impl PolicyError {
+    pub(crate) fn missing(method: &Method, uri: &http::Uri, accepts: Accepts) -> Self {
+        Self::MissingCredential {
+            method: method.clone(),
+            path: uri.path().to_owned(),
+            accepts,
+        }
+    }
+}
+
+/// "no Privy identity token (LIMITLESS_IDENTITY_TOKEN)" … for error messages.
+struct Needed(Accepts);
+
+impl fmt::Display for Needed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for mode in [AuthMode::Privy, AuthMode::Hmac, AuthMode::ApiKey] {
+            if !self.0.contains(mode) {
+                continue;
+            }
+            f.write_str(if first { "no " } else { " nor " })?;
+            first = false;
+            f.write_str(match mode {
+                AuthMode::Privy => "Privy identity token (LIMITLESS_IDENTITY_TOKEN)",
+                AuthMode::Hmac => "HMAC token (LMTS_TOKEN_ID, LMTS_TOKEN_SECRET)",
+                _ => "API key (LIMITLESS_API_KEY)",
+            })?;
+        }
+        if first {
+            f.write_str("no credential")?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies a [`RouteTable`] to every request: see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct AuthPolicyLayer {
+    config: Arc<PolicyConfig>,
+}
+
+#[derive(Debug)]
+struct PolicyConfig {
+    table: RouteTable,
+    credentials: Credentials,
+}
+
+impl AuthPolicyLayer {
+    /// A policy over the default Limitless [`RouteTable`] holding `credentials`.
+    pub fn new(credentials: Credentials) -> Self {
+        Self::with_table(credentials, RouteTable::limitless())
+    }
+
+    /// A policy over a custom route table.
+    pub fn with_table(credentials: Credentials, table: RouteTable) -> Self {
+        Self {
+            config: Arc::new(PolicyConfig { table, credentials }),
+        }
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &RouteTable {
+        &self.config.table
+    }
+}
+
+impl<S> Layer<S> for AuthPolicyLayer {
+    type Service = AuthPolicy<S>;
+    fn layer(&self, inner: S) -> AuthPolicy<S> {
+        AuthPolicy {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service made by [`AuthPolicyLayer`].
+#[derive(Clone, Debug)]
+pub struct AuthPolicy<S> {
+    inner: S,
+    config: Arc<PolicyConfig>,
+}
+
+impl<S> AuthPolicy<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// Removes every authentication header: `identity`, `x-api-key` and any `lmts-*`.
+pub(crate) fn strip_auth_headers(headers: &mut HeaderMap) {
+    headers.remove(IDENTITY);
+    headers.remove(X_API_KEY);
+    while let Some(name) = headers
+        .keys()
+        .find(|n| n.as_str().starts_with("lmts-"))
+        .cloned()
+    {
+        headers.remove::<HeaderName>(name);
+    }
+}
+
+impl PolicyConfig {
+    fn decide<B>(&self, req: &mut Request<B>) -> Result<(), PolicyError> {
+        strip_auth_headers(req.headers_mut());
+        let accepts = self.table.classify(req.method(), req.uri().path()).accepts;
+        let ext = req.extensions();
+        let creds = &self.credentials;
+        let hmac = ext.get::<HmacCredentials>().or(creds.hmac.as_ref());
+        let identity = ext.get::<IdentityToken>().or(creds.identity.as_ref());
+        let api_key = ext.get::<ApiKey>().or(creds.api_key.as_ref());
+        let select = |mode: AuthMode| match mode {
+            AuthMode::Hmac => hmac.cloned().map(SelectedAuth::Hmac),
+            AuthMode::Privy => identity.cloned().map(SelectedAuth::Privy),
+            AuthMode::ApiKey => api_key.map(|_| SelectedAuth::ApiKey),
+            AuthMode::None => Some(SelectedAuth::None),
+        };
+        let selected = match ext.get::<AuthMode>().copied() {
+            Some(requested) if !accepts.contains(requested) => {
+                return Err(PolicyError::ModeNotAccepted {
+                    method: req.method().clone(),
+                    path: req.uri().path().to_owned(),
+                    requested,
+                    accepts,
+                });
+            }
+            Some(requested) => select(requested).ok_or_else(|| {
+                PolicyError::missing(req.method(), req.uri(), Accepts::only(requested))
+            })?,
+            None => accepts
+                .modes()
+                .find_map(select)
+                .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), accepts))?,
+        };
+        let api_key_header = match selected {
+            SelectedAuth::ApiKey => api_key.map(ApiKey::header_value),
+            _ => None,
+        };
+        if let Some(value) = api_key_header {
+            req.headers_mut().insert(X_API_KEY, value);
+        }
+        req.extensions_mut().insert(selected);
+        Ok(())
+    }
+}
+
+impl<S, B> Service<Request<B>> for AuthPolicy<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<crate::BoxError>,
+{
+    type Response = S::Response;
+    type Error = crate::BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.config.decide(&mut req) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
+            Err(e) => ResponseFuture::error(e.into()),
+        }
+    }
+}

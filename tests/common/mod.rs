@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+
+/// One captured request, body collected.
+pub type Captured = Request<Bytes>;
+
+/// An inner service that records every request it receives and answers 200.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    seen: Arc<Mutex<Vec<Captured>>>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The requests received so far.
+    pub fn taken(&self) -> Vec<Captured> {
+        std::mem::take(&mut *self.seen.lock().expect("lock"))
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    /// A tower service recording into this recorder.
+    pub fn service(
+        &self,
+    ) -> impl tower::Service<
+        Request<Full<Bytes>>,
+        Response = Response<()>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        let seen = self.seen.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = match body.collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(never) => match never {},
+                };
+                seen.lock()
+                    .expect("lock")
+                    .push(Request::from_parts(parts, bytes));
+                Ok::<_, Infallible>(Response::new(()))
+            }
+        })
+    }
+}
+
+/// One known-answer vector from `fixtures/hmac-public.json`.
+#[derive(Debug, Clone)]
+pub struct Vector {
+    pub name: String,
+    pub secret_b64: String,
+    pub token_id: String,
+    pub timestamp: String,
+    pub method: String,
+    pub path_and_query: String,
+    pub body: String,
+    pub expected_signature: Option<String>,
+    pub canonical_message: Option<String>,
+}
+
+pub fn vectors() -> Vec<Vector> {
+    let text = include_str!("../fixtures/hmac-public.json");
+    let doc: serde_json::Value = serde_json::from_str(text).expect("fixture is JSON");
+    let s = |c: &serde_json::Value, k: &str| c[k].as_str().map(str::to_owned);
+    doc["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| {
+            let expect = s(c, "expect").expect("expect");
+            assert!(expect == "signature" || expect == "error", "{expect}");
+            Vector {
+                name: s(c, "name").expect("name"),
+                secret_b64: s(c, "secret_b64").expect("secret"),
+                token_id: s(c, "token_id").expect("token id"),
+                timestamp: s(c, "timestamp").expect("timestamp"),
+                method: s(c, "method").expect("method"),
+                path_and_query: s(c, "path_and_query").expect("path"),
+                body: s(c, "body").expect("body"),
+                expected_signature: if expect == "signature" {
+                    Some(s(c, "expected_signature").expect("signature"))
+                } else {
+                    None
+                },
+                canonical_message: s(c, "canonical_message"),
+            }
+        })
+        .collect()
+}
+
+/// Every authentication header name.
+pub const AUTH_HEADERS: [&str; 5] = [
+    "lmts-api-key",
+    "lmts-timestamp",
+    "lmts-signature",
+    "identity",
+    "x-api-key",
+];
+
+pub fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
