@@ -43,11 +43,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod credentials;
 pub mod layer;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod policy;
 pub mod sign;
+#[cfg(any(feature = "client", feature = "mock"))]
+pub mod types;
 
 pub use body::{BodyError, DEFAULT_BODY_LIMIT};
 pub use credentials::{
@@ -64,6 +70,18 @@ pub use sign::{Signature, Timestamp};
 /// ([`PolicyError`], [`SigningError`], [`BodyError`], or the inner service's own).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// 64 random bits from the standard library's randomly keyed hasher: jitter and mock token ids
+/// need unpredictability, not a cryptographic generator.
+#[cfg(any(feature = "client", feature = "mock"))]
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
 /// The header names this crate reads and writes.
 pub mod headers {
     use http::HeaderName;
@@ -79,3 +97,8 @@ pub mod headers {
     /// `x-api-key`: the legacy API key.
     pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

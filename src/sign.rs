@@ -90,6 +90,62 @@ impl HmacCredentials {
         path_and_query: &str,
         body: &[u8],
     ) -> Signature {
+        let tag = self
+            .keyed_message(timestamp, method, path_and_query, body)
+            .finalize()
+            .into_bytes();
+        let mut buf = [0u8; SIGNATURE_LEN];
+        let written = STANDARD
+            .encode_slice(tag, &mut buf)
+            .expect("32 bytes encode to exactly 44 base64 characters");
+        debug_assert_eq!(written, SIGNATURE_LEN);
+        Signature { buf }
+    }
+
+    /// Checks a received `lmts-signature` against the request parts, in constant time.
+    ///
+    /// This is the server's side of [`HmacCredentials::sign`]: it returns `true` exactly when
+    /// `signature` is the padded base64 HMAC of the canonical message. The timestamp window is
+    /// the caller's to check.
+    ///
+    /// ```
+    /// # use limitless_auth::HmacCredentials;
+    /// let creds = HmacCredentials::new("token-123", "c2VjcmV0")?;
+    /// let sig = creds.sign("2026-03-30T12:00:00.000Z", "GET", "/orders", b"");
+    /// assert!(creds.verify("2026-03-30T12:00:00.000Z", "GET", "/orders", b"", sig.as_str()));
+    /// assert!(!creds.verify("2026-03-30T12:00:00.001Z", "GET", "/orders", b"", sig.as_str()));
+    /// # Ok::<(), limitless_auth::CredentialError>(())
+    /// ```
+    pub fn verify(
+        &self,
+        timestamp: &str,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        signature: &str,
+    ) -> bool {
+        let mut tag = [0u8; 48];
+        if signature.len() != SIGNATURE_LEN {
+            return false;
+        }
+        match STANDARD.decode_slice(signature, &mut tag) {
+            Ok(32) => self
+                .keyed_message(timestamp, method, path_and_query, body)
+                .verify_slice(&tag[..32])
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// A clone of the pre-keyed MAC fed with the canonical message, part by part.
+    #[inline(always)]
+    fn keyed_message(
+        &self,
+        timestamp: &str,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> HmacSha256 {
         let mut mac = self.mac().clone();
         mac.update(timestamp.as_bytes());
         mac.update(b"\n");
@@ -98,13 +154,7 @@ impl HmacCredentials {
         mac.update(path_and_query.as_bytes());
         mac.update(b"\n");
         mac.update(body);
-        let tag = mac.finalize().into_bytes();
-        let mut buf = [0u8; SIGNATURE_LEN];
-        let written = STANDARD
-            .encode_slice(tag, &mut buf)
-            .expect("32 bytes encode to exactly 44 base64 characters");
-        debug_assert_eq!(written, SIGNATURE_LEN);
-        Signature { buf }
+        mac
     }
 }
 

@@ -246,3 +246,264 @@ fn sign_refuses_bad_input_with_exit_2() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+mod against_the_mock {
+    use super::*;
+    use limitless_auth::mock::{
+        MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET,
+    };
+    use std::io::{BufRead as _, BufReader};
+
+    /// Runs `lmts` off the async runtime so that the in-process mock keeps serving.
+    async fn lmts_async(args: Vec<String>, env: Vec<(String, String)>) -> Output {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            lmts(&args, &env, None)
+        })
+        .await
+        .expect("lmts ran")
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn json(out: &Output) -> serde_json::Value {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    }
+
+    #[test]
+    fn capabilities_with_the_embedded_mock_needs_no_setup() {
+        let out = lmts(&["capabilities", "--mock"], &[], None);
+        let v = json(&out);
+        assert_eq!(v["partnerProfileId"], 42);
+        assert_eq!(v["tokenManagementEnabled"], true);
+        assert_eq!(
+            v["allowedScopes"],
+            serde_json::json!([
+                "trading",
+                "account_creation",
+                "delegated_signing",
+                "withdrawal"
+            ])
+        );
+        let out = lmts(
+            &["capabilities", "--mock"],
+            &[("LIMITLESS_IDENTITY_TOKEN", "mock-user-identity")],
+            None,
+        );
+        let v = json(&out);
+        assert_eq!(v["partnerProfileId"], 7);
+        assert_eq!(v["allowedScopes"], serde_json::json!(["trading"]));
+    }
+
+    #[test]
+    fn request_prints_the_body_or_fails_with_exit_1() {
+        let out = lmts(&["request", "GET", "/markets/active", "--mock"], &[], None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v["totalMarketsCount"], 1);
+
+        let out = lmts(&["request", "GET", "/no/such/route", "--mock"], &[], None);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            text(&out.stderr),
+            "lmts: 404 Not Found: Cannot GET /no/such/route\n"
+        );
+
+        let out = lmts(
+            &["request", "GET", "/auth/api-tokens/capabilities", "--mock"],
+            &[("LIMITLESS_IDENTITY_TOKEN", "unknown-identity")],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            text(&out.stderr),
+            "lmts: 401 Unauthorized: Requires Privy authentication\n"
+        );
+    }
+
+    #[test]
+    fn bad_arguments_exit_2() {
+        for args in [
+            &["capabilities", "--mock", "--base-url", "http://127.0.0.1:1"][..],
+            &["tokens"],
+            &["nonsense"],
+            &["request", "GET"],
+            &["mock", "--addr", "not-an-address"],
+        ] {
+            let out = lmts(args, &[], None);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+        assert_local_error(
+            &lmts(
+                &["capabilities", "--base-url", "ftp://x"],
+                &[("LIMITLESS_IDENTITY_TOKEN", "t")],
+                None,
+            ),
+            "must be http or https",
+        );
+        assert_local_error(
+            &lmts(&["request", "GET", "/a b", "--mock"], &[], None),
+            "is not a request-target",
+        );
+        assert_local_error(
+            &lmts(
+                &["tokens", "derive", "--scope", "delegated_signing", "--mock"],
+                &[],
+                None,
+            ),
+            "the delegated_signing scope requires the trading scope; nothing was sent",
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_identity_is_a_local_refusal_with_nothing_sent() {
+        let mock = MockServer::start().await.expect("mock");
+        let out = lmts_async(
+            strings(&["capabilities", "--base-url", &mock.base_url()]),
+            vec![],
+        )
+        .await;
+        assert_local_error(
+            &out,
+            "GET /auth/api-tokens/capabilities accepts Privy only, but no Privy identity token (LIMITLESS_IDENTITY_TOKEN) is configured; nothing was sent",
+        );
+        assert_eq!(mock.request_count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_derive_list_revoke_and_a_signed_request() {
+        let mock = MockServer::start().await.expect("mock");
+        let base = mock.base_url();
+        let identity = vec![(
+            "LIMITLESS_IDENTITY_TOKEN".to_owned(),
+            PARTNER_IDENTITY.to_owned(),
+        )];
+        let out = lmts_async(
+            strings(&[
+                "tokens",
+                "derive",
+                "--label",
+                "cli bot",
+                "--scope",
+                "trading",
+                "--base-url",
+                &base,
+            ]),
+            identity,
+        )
+        .await;
+        let derived = json(&out);
+        let id = derived["tokenId"].as_str().expect("token id").to_owned();
+        let secret = derived["secret"].as_str().expect("secret").to_owned();
+        assert_eq!(derived["apiKey"], id.as_str());
+        assert_eq!(derived["scopes"], serde_json::json!(["trading"]));
+        assert!(text(&out.stderr).contains("store the secret now"));
+
+        let hmac = vec![
+            ("LMTS_TOKEN_ID".to_owned(), id.clone()),
+            ("LMTS_TOKEN_SECRET".to_owned(), secret.clone()),
+        ];
+        let list = json(
+            &lmts_async(
+                strings(&["tokens", "list", "--base-url", &base]),
+                hmac.clone(),
+            )
+            .await,
+        );
+        let listed: Vec<&str> = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|t| t["tokenId"].as_str())
+            .collect();
+        assert!(listed.contains(&id.as_str()) && listed.contains(&PARTNER_TOKEN_ID));
+
+        let out = lmts_async(
+            strings(&[
+                "request",
+                "POST",
+                "/orders?x=1",
+                "--body",
+                r#"{"clientOrderId":"cli-1"}"#,
+                "--base-url",
+                &base,
+            ]),
+            hmac.clone(),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let rec = mock.requests().pop().expect("recorded");
+        assert_eq!(rec.target, "/orders?x=1");
+        assert_eq!(rec.body.as_ref(), br#"{"clientOrderId":"cli-1"}"#);
+        assert_eq!(rec.signature_valid, Some(true));
+
+        let revoke = json(
+            &lmts_async(
+                strings(&["tokens", "revoke", PARTNER_TOKEN_ID, "--base-url", &base]),
+                hmac.clone(),
+            )
+            .await,
+        );
+        assert_eq!(revoke["message"], "API token revoked successfully");
+        let out = lmts_async(
+            strings(&["tokens", "revoke", PARTNER_TOKEN_ID, "--base-url", &base]),
+            hmac,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            text(&out.stderr),
+            "lmts: 400 Bad Request: API token not found or already revoked\n"
+        );
+        let seeded = vec![
+            ("LMTS_TOKEN_ID".to_owned(), PARTNER_TOKEN_ID.to_owned()),
+            (
+                "LMTS_TOKEN_SECRET".to_owned(),
+                PARTNER_TOKEN_SECRET.to_owned(),
+            ),
+        ];
+        let out = lmts_async(strings(&["tokens", "list", "--base-url", &base]), seeded).await;
+        assert_eq!(out.status.code(), Some(1), "the revoked token is refused");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_subcommand_serves_until_stopped() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lmts"))
+            .args(["mock", "--addr", "127.0.0.1:0"])
+            .env_clear()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lmts mock starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await
+        .expect("reader")
+        .expect("first line");
+        let url = line
+            .trim_end()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let client = limitless_auth::client::Client::builder()
+            .base_url(url)
+            .identity(limitless_auth::IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
+            .build()
+            .expect("client");
+        let caps = client.capabilities().await;
+        child.kill().expect("stopped");
+        child.wait().expect("reaped");
+        assert_eq!(caps.expect("served").partner_profile_id, Some(42));
+    }
+}

@@ -1,0 +1,338 @@
+//! The client's error type.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::BoxError;
+use crate::body::BodyError;
+use crate::credentials::CredentialError;
+use crate::layer::hmac::SigningError;
+use crate::policy::PolicyError;
+use crate::types::DeriveRequestError;
+
+/// A response body kept for diagnosis; its `Debug` shows only its length, because bodies can
+/// carry secrets (a derive response holds one).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RawBody(pub Bytes);
+
+impl RawBody {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The body as text, if it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+/// Everything a [`Client`](super::Client) call can fail with.
+///
+/// The variants before [`Error::Connect`] are local: nothing was sent. No message includes a
+/// credential, a signature or a response body's secret; response bodies are kept in
+/// [`RawBody`], whose `Debug` shows only the length.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A credential was refused.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// The route policy refused the request.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Arguments the API would refuse for sure.
+    #[error("{0}; nothing was sent")]
+    InvalidArgument(#[from] DeriveRequestError),
+    /// The request or the client configuration is not usable.
+    #[error("{0}; nothing was sent")]
+    InvalidRequest(String),
+    /// The request is aimed at an origin other than the client's base URL.
+    #[error(
+        "{origin} is not the configured API origin {base}: credentials are only sent to the \
+         base URL; nothing was sent"
+    )]
+    ForeignOrigin {
+        /// Where the request was aimed.
+        origin: String,
+        /// The client's base origin.
+        base: String,
+    },
+    /// The request body could not be read.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The request could not be signed.
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+    /// No connection could be made; the request was not sent.
+    #[error("could not connect: {}", Chain(&**.0))]
+    Connect(#[source] BoxError),
+    /// The connection failed after the request may have been sent.
+    #[error("transport error: {}", Chain(&**.0))]
+    Transport(#[source] BoxError),
+    /// No complete response within the timeout.
+    #[error("no complete response within {0:?}")]
+    Timeout(Duration),
+    /// The response body is larger than the client accepts.
+    #[error("the {status} response body exceeds the {limit}-byte limit")]
+    ResponseTooLarge {
+        /// The response status.
+        status: StatusCode,
+        /// The limit.
+        limit: usize,
+    },
+    /// The server answered with a non-success status.
+    #[error("{status}{}", message_suffix(message))]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The server's `message` (an array is joined with "; "), or a short text body.
+        message: Option<String>,
+        /// The raw response body.
+        body: RawBody,
+    },
+    /// The server answered 429 and retrying was not possible within the limits.
+    #[error(
+        "rate limited (429 Too Many Requests){}{}",
+        retry_suffix(retry_after),
+        message_suffix(message)
+    )]
+    RateLimited {
+        /// How long the server asked to wait, when it said.
+        retry_after: Option<Duration>,
+        /// The server's message.
+        message: Option<String>,
+        /// The raw response body.
+        body: RawBody,
+    },
+    /// A success response whose body is not what the endpoint returns.
+    #[error(
+        "could not decode the {status} response as {expected}: {problem} at line {line}, column {column}"
+    )]
+    Decode {
+        /// The response status.
+        status: StatusCode,
+        /// What was expected.
+        expected: String,
+        /// The kind of problem (syntax, data, end of input).
+        problem: &'static str,
+        /// Where in the body.
+        line: usize,
+        /// Where in the body.
+        column: usize,
+        /// The raw response body.
+        body: RawBody,
+    },
+}
+
+/// An error and its sources, as `outer: inner: innermost`.
+struct Chain<'a>(&'a (dyn std::error::Error + Send + Sync + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            let text = e.to_string();
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+fn message_suffix(message: &Option<String>) -> String {
+    message
+        .as_deref()
+        .map_or(String::new(), |m| format!(": {m}"))
+}
+
+fn retry_suffix(retry_after: &Option<Duration>) -> String {
+    retry_after.map_or(String::new(), |d| {
+        format!(", retry after {:.3} s", d.as_secs_f64())
+    })
+}
+
+impl Error {
+    /// Whether the error arose before anything was sent.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            Self::Credential(_)
+                | Self::Policy(_)
+                | Self::InvalidArgument(_)
+                | Self::InvalidRequest(_)
+                | Self::ForeignOrigin { .. }
+                | Self::Body(_)
+                | Self::Signing(_)
+                | Self::Connect(_)
+        )
+    }
+
+    /// The HTTP status the server answered with, if it answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { status, .. }
+            | Self::ResponseTooLarge { status, .. }
+            | Self::Decode { status, .. } => Some(*status),
+            Self::RateLimited { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
+            _ => None,
+        }
+    }
+
+    /// The raw response body, when the server answered.
+    pub fn body(&self) -> Option<&RawBody> {
+        match self {
+            Self::Status { body, .. }
+            | Self::RateLimited { body, .. }
+            | Self::Decode { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// The decode error of a success body.
+    pub(crate) fn decode(
+        status: StatusCode,
+        expected: String,
+        e: &serde_json::Error,
+        body: Bytes,
+    ) -> Self {
+        use serde_json::error::Category;
+        Self::Decode {
+            status,
+            expected,
+            problem: match e.classify() {
+                Category::Io => "read error",
+                Category::Syntax => "malformed JSON",
+                Category::Data => "unexpected content",
+                Category::Eof => "truncated JSON",
+            },
+            line: e.line(),
+            column: e.column(),
+            body: RawBody(body),
+        }
+    }
+
+    /// Maps an error from the service stack to the typed error.
+    pub(crate) fn from_stack(err: BoxError) -> Self {
+        let err = match err.downcast::<PolicyError>() {
+            Ok(e) => return Self::Policy(*e),
+            Err(e) => e,
+        };
+        let err = match err.downcast::<BodyError>() {
+            Ok(e) => return Self::Body(*e),
+            Err(e) => e,
+        };
+        let err = match err.downcast::<SigningError>() {
+            Ok(e) => return Self::Signing(*e),
+            Err(e) => e,
+        };
+        let err = match err.downcast::<super::exchange::AttemptError>() {
+            Ok(e) => return e.into_error(),
+            Err(e) => e,
+        };
+        match err.downcast::<Self>() {
+            Ok(e) => *e,
+            Err(e) if super::retry::is_connect_error(&*e) => Self::Connect(e),
+            Err(e) => Self::Transport(e),
+        }
+    }
+}
+
+/// The message of an error body (SPEC §5): `message` (a string, or an array joined with
+/// "; "), else `error`, else `msg`, else a short UTF-8 body as text.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    const MAX_TEXT: usize = 300;
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["message", "error", "msg"] {
+            match map.get(key) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => return Some(s.clone()),
+                Some(serde_json::Value::Array(items)) if !items.is_empty() => {
+                    let parts: Vec<String> = items
+                        .iter()
+                        .map(|v| match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    return Some(parts.join("; "));
+                }
+                _ => {}
+            }
+        }
+    }
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut cut = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let ellipsis = if cut < text.len() { "…" } else { "" };
+    Some(format!("{}{ellipsis}", &text[..cut]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_follow_the_fallback_order() {
+        assert_eq!(
+            error_message(br#"{"message":"Requires Privy authentication"}"#).as_deref(),
+            Some("Requires Privy authentication")
+        );
+        assert_eq!(
+            error_message(br#"{"message":["label too long","scopes must be an array"],"error":"Bad Request"}"#)
+                .as_deref(),
+            Some("label too long; scopes must be an array")
+        );
+        assert_eq!(
+            error_message(br#"{"error":"Forbidden","statusCode":403}"#).as_deref(),
+            Some("Forbidden")
+        );
+        assert_eq!(
+            error_message(br#"{"msg":"slow down"}"#).as_deref(),
+            Some("slow down")
+        );
+        assert_eq!(
+            error_message(b"<html>Bad Gateway</html>\n").as_deref(),
+            Some("<html>Bad Gateway</html>")
+        );
+        assert_eq!(error_message(b""), None);
+        assert_eq!(error_message(&[0xff, 0xfe]), None);
+        let long = "é".repeat(400);
+        let cut = error_message(long.as_bytes()).expect("text");
+        assert!(
+            cut.ends_with('…') && cut.chars().count() <= 151,
+            "{}",
+            cut.len()
+        );
+    }
+
+    #[test]
+    fn raw_bodies_are_not_debug_printed() {
+        let e = Error::Status {
+            status: StatusCode::BAD_REQUEST,
+            message: Some("bad".into()),
+            body: RawBody(Bytes::from_static(b"{\"secret\":\"abc\"}")),
+        };
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("abc"), "{shown}");
+        assert_eq!(e.to_string(), "400 Bad Request: bad");
+    }
+}

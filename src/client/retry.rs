@@ -1,0 +1,424 @@
+//! Retries, as a layer above the signer: every attempt goes down the stack again and is signed
+//! with a fresh timestamp, and the body (`Full<Bytes>`) is shared between attempts, not copied.
+//!
+//! What is retried:
+//!
+//! | outcome | idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) | other methods (POST, PATCH) |
+//! |---|---|---|
+//! | could not connect (nothing sent) | retried with backoff | retried with backoff |
+//! | 429 Too Many Requests | after `Retry-After` / `retryAfterSeconds`, else backoff | the same |
+//! | 502, 503, 504 | retried with backoff | returned: the request may have been processed |
+//! | timeout, connection lost | retried with backoff | returned: the request may have been processed |
+//! | 401 while the measured clock skew exceeds the threshold | re-signed with corrected time and retried once | the same |
+//! | 400, 401, 403, 409, 422, any other status, any local error | returned | returned |
+//!
+//! Backoff is exponential with jitter (each delay drawn from the upper half of
+//! `initial_backoff · 2ⁿ`, capped at `max_backoff`). No attempt starts after `max_elapsed`, and a
+//! server-requested wait longer than `max_retry_after` is returned to the caller as a rate-limit
+//! error instead of slept through.
+
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::ServiceExt as _;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::exchange::{AttemptError, BoxFuture, SkewTracker};
+use crate::BoxError;
+use crate::body::BodyError;
+use crate::clock::{Clock as _, SystemClock};
+use crate::layer::hmac::SigningError;
+use crate::policy::PolicyError;
+
+/// How the client retries; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (default 3; 1 disables retries).
+    pub max_attempts: u32,
+    /// The first backoff delay (default 100 ms).
+    pub initial_backoff: Duration,
+    /// The longest backoff delay (default 2 s).
+    pub max_backoff: Duration,
+    /// No retry starts later than this after the first attempt (default 30 s).
+    pub max_elapsed: Duration,
+    /// The longest server-requested wait that is slept through (default 30 s).
+    pub max_retry_after: Duration,
+    /// Re-sign and retry a 401 once when the measured clock skew is over the threshold
+    /// (default true).
+    pub retry_skewed_unauthorized: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            max_elapsed: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(30),
+            retry_skewed_unauthorized: true,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// No retries of any kind.
+    pub fn disabled() -> Self {
+        Self {
+            max_attempts: 1,
+            retry_skewed_unauthorized: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// Whether a method may be repeated without changing the outcome (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The wait a 429 asks for: the `Retry-After` header (delta-seconds or an HTTP date, compared
+/// with `server_now_ms`), else a `retryAfterSeconds` number in a JSON body. Garbage is ignored.
+pub fn retry_after(headers: &HeaderMap, body: &[u8], server_now_ms: i64) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, server_now_ms))
+        .or_else(|| body_retry_after(body))
+}
+
+fn parse_retry_after(value: &str, server_now_ms: i64) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    let date_ms = i64::try_from(date.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    let wait = date_ms.saturating_sub(server_now_ms).max(0);
+    Some(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
+}
+
+fn body_retry_after(body: &[u8]) -> Option<Duration> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let secs = value.get("retryAfterSeconds")?.as_f64()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)))
+}
+
+/// Whether `err` (or an error it wraps) says that no connection could be made.
+pub(crate) fn is_connect_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// How an error bears on retrying.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// Decided locally or after a complete response: retrying changes nothing.
+    Final,
+    /// Nothing reached the server.
+    NotSent,
+    /// The request may have reached the server.
+    MaybeSent,
+}
+
+fn classify(err: &BoxError) -> Failure {
+    if err.is::<PolicyError>() || err.is::<BodyError>() || err.is::<SigningError>() {
+        return Failure::Final;
+    }
+    if let Some(AttemptError::TooLarge { .. }) = err.downcast_ref::<AttemptError>() {
+        return Failure::Final;
+    }
+    if is_connect_error(&**err) {
+        Failure::NotSent
+    } else {
+        Failure::MaybeSent
+    }
+}
+
+/// A random fraction in [0, 1) for jitter.
+fn jitter() -> f64 {
+    (crate::random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl RetryConfig {
+    /// The delay before retry number `retry` (1-based): the upper half of an exponential step.
+    fn backoff(&self, retry: u32) -> Duration {
+        let step = self
+            .initial_backoff
+            .saturating_mul(
+                1u32.checked_shl(retry.saturating_sub(1))
+                    .unwrap_or(u32::MAX),
+            )
+            .min(self.max_backoff);
+        step.mul_f64(0.5 + 0.5 * jitter())
+    }
+}
+
+/// Retries requests per a [`RetryConfig`]: see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    config: Arc<RetryConfig>,
+    skew: Option<SkewTracker>,
+}
+
+impl RetryLayer {
+    /// Retries per `config`. The skewed-401 retry needs a skew tracker and is off here.
+    pub fn new(config: RetryConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            skew: None,
+        }
+    }
+
+    pub(crate) fn with_skew(mut self, skew: SkewTracker) -> Self {
+        self.skew = Some(skew);
+        self
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            config: self.config.clone(),
+            skew: self.skew.clone(),
+        }
+    }
+}
+
+/// The service made by [`RetryLayer`]. Its inner service answers with buffered bodies, which
+/// retry decisions read (`retryAfterSeconds`).
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: S,
+    config: Arc<RetryConfig>,
+    skew: Option<SkewTracker>,
+}
+
+impl<S> Service<Request<Full<Bytes>>> for Retry<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Bytes>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<Bytes>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        let clone = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, clone);
+        Box::pin(run(ready, req, self.config.clone(), self.skew.clone()))
+    }
+}
+
+/// A copy of `template` for one attempt: headers and extensions cloned, body shared.
+fn attempt_request(template: &http::request::Parts, body: &Full<Bytes>) -> Request<Full<Bytes>> {
+    let mut req = Request::new(body.clone());
+    *req.method_mut() = template.method.clone();
+    *req.uri_mut() = template.uri.clone();
+    *req.version_mut() = template.version;
+    *req.headers_mut() = template.headers.clone();
+    *req.extensions_mut() = template.extensions.clone();
+    req
+}
+
+async fn run<S>(
+    mut inner: S,
+    req: Request<Full<Bytes>>,
+    config: Arc<RetryConfig>,
+    skew: Option<SkewTracker>,
+) -> Result<Response<Bytes>, BoxError>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let idempotent = is_idempotent(&parts.method);
+    let started = tokio::time::Instant::now();
+    let mut retries = 0u32;
+    let mut skew_retry_left = config.retry_skewed_unauthorized && skew.is_some();
+    let mut first = true;
+    loop {
+        if !first {
+            inner.ready().await?;
+        }
+        first = false;
+        let result = inner.call(attempt_request(&parts, &body)).await;
+        let attempts_left = retries + 1 < config.max_attempts;
+        // (delay, counted against max_attempts)
+        let next = match &result {
+            Ok(resp) => match resp.status() {
+                StatusCode::TOO_MANY_REQUESTS if attempts_left => {
+                    let now = skew
+                        .as_ref()
+                        .map_or_else(|| SystemClock.now_millis(), SkewTracker::server_now);
+                    match retry_after(resp.headers(), resp.body(), now) {
+                        Some(d) if d > config.max_retry_after => None,
+                        Some(d) => Some((d, true)),
+                        None => Some((config.backoff(retries + 1), true)),
+                    }
+                }
+                StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT
+                    if idempotent && attempts_left =>
+                {
+                    Some((config.backoff(retries + 1), true))
+                }
+                StatusCode::UNAUTHORIZED
+                    if skew_retry_left
+                        && skew.as_ref().is_some_and(SkewTracker::exceeds_threshold) =>
+                {
+                    // Re-signed with the corrected clock. Not counted: it corrects the clock,
+                    // not the network.
+                    skew_retry_left = false;
+                    Some((Duration::ZERO, false))
+                }
+                _ => None,
+            },
+            Err(e) if attempts_left => match classify(e) {
+                Failure::NotSent => Some((config.backoff(retries + 1), true)),
+                Failure::MaybeSent if idempotent => Some((config.backoff(retries + 1), true)),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let Some((wait, counted)) =
+            next.filter(|(w, _)| started.elapsed() + *w <= config.max_elapsed)
+        else {
+            return result;
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if counted {
+            retries += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = 784_111_777_000; // Sun, 06 Nov 1994 08:49:37 GMT
+        let h = |v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::RETRY_AFTER, HeaderValue::from_static(v));
+            m
+        };
+        assert_eq!(retry_after(&h("7"), b"", now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&h(" 0 "), b"", now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&h("Sun, 06 Nov 1994 08:49:47 GMT"), b"", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after(&h("Sun, 06 Nov 1994 08:49:27 GMT"), b"", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(
+            retry_after(&h("99999999999999999999999"), b"", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for garbage in ["-1", "1.5", "soon", "", "Sun, 06 Nov 1994", "0x10"] {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::RETRY_AFTER, HeaderValue::from_static(garbage));
+            assert_eq!(retry_after(&m, b"", now), None, "{garbage:?}");
+        }
+        let none = HeaderMap::new();
+        assert_eq!(
+            retry_after(&none, br#"{"retryAfterSeconds":2.5}"#, now),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            retry_after(&h("3"), br#"{"retryAfterSeconds":9}"#, now),
+            Some(Duration::from_secs(3)),
+            "the header wins"
+        );
+        for body in [
+            &br#"{"retryAfterSeconds":-1}"#[..],
+            br#"{"retryAfterSeconds":"5"}"#,
+            br#"{"retryAfter":5}"#,
+            b"not json",
+            br#"[5]"#,
+        ] {
+            assert_eq!(retry_after(&none, body, now), None);
+        }
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let c = RetryConfig::default();
+        for retry in 1..40 {
+            let d = c.backoff(retry);
+            let step = (c.initial_backoff * 2u32.saturating_pow(retry - 1)).min(c.max_backoff);
+            assert!(d >= step / 2 && d <= step, "{retry}: {d:?}");
+        }
+        let draws: std::collections::HashSet<u128> =
+            (0..50).map(|_| c.backoff(3).as_nanos()).collect();
+        assert!(draws.len() > 40, "jitter varies");
+    }
+
+    #[test]
+    fn idempotency() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(is_idempotent(&m));
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m));
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let local: BoxError = Box::new(BodyError::TooLarge { limit: 1 });
+        assert_eq!(classify(&local), Failure::Final);
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify(&refused), Failure::NotSent);
+        let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(classify(&reset), Failure::MaybeSent);
+        let timeout: BoxError = Box::new(AttemptError::Timeout(Duration::from_secs(1)));
+        assert_eq!(classify(&timeout), Failure::MaybeSent);
+    }
+}
