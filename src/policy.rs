@@ -630,6 +630,8 @@ impl PolicyConfig {
         if let Some(value) = api_key_header {
             req.headers_mut().insert(X_API_KEY, value);
         }
+        #[cfg(feature = "tracing")]
+        tracing::Span::current().record("mode", tracing::field::display(selected.mode()));
         req.extensions_mut().insert(selected);
         Ok(())
     }
@@ -651,7 +653,11 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match self.config.decide(&mut req) {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => ResponseFuture::error(e.into()),
+            Err(e) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(error = %e, "refused by the route policy");
+                ResponseFuture::error(e.into())
+            }
         }
     }
 }

@@ -252,11 +252,16 @@ impl Error {
     }
 }
 
-/// The message of an error body (SPEC §5): `message` (a string, or an array joined with
-/// "; "), else `error`, else `msg`, else a short UTF-8 body as text.
+/// The message of an error body: `message` (a string, or an array joined with "; "), else
+/// `error`, else `msg`; a body that is not JSON (a proxy's HTML page, say) gives its first 300
+/// bytes as text. Other JSON gives no message, so that error messages never echo a body's
+/// fields; the raw body stays available in the error.
 pub fn error_message(body: &[u8]) -> Option<String> {
     const MAX_TEXT: usize = 300;
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        let serde_json::Value::Object(map) = value else {
+            return None;
+        };
         for key in ["message", "error", "msg"] {
             match map.get(key) {
                 Some(serde_json::Value::String(s)) if !s.is_empty() => return Some(s.clone()),
@@ -273,6 +278,7 @@ pub fn error_message(body: &[u8]) -> Option<String> {
                 _ => {}
             }
         }
+        return None;
     }
     let text = std::str::from_utf8(body).ok()?.trim();
     if text.is_empty() {

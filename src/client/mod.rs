@@ -531,14 +531,24 @@ impl Client {
                 .headers
                 .insert(http::header::USER_AGENT, self.inner.user_agent.clone());
         }
+        #[cfg(feature = "tracing")]
+        let span = tracing::info_span!(
+            "limitless.request",
+            method = %parts.method,
+            path = parts
+                .extensions
+                .get::<RouteLabel>()
+                .map_or(parts.uri.path(), |r| r.0),
+            mode = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            status = tracing::field::Empty,
+            skew_ms = tracing::field::Empty,
+        );
         let req = Request::from_parts(parts, Full::new(body));
-        let resp = self
-            .inner
-            .svc
-            .clone()
-            .oneshot(req)
-            .await
-            .map_err(Error::from_stack)?;
+        let fut = self.inner.svc.clone().oneshot(req);
+        #[cfg(feature = "tracing")]
+        let fut = tracing::Instrument::instrument(fut, span);
+        let resp = fut.await.map_err(Error::from_stack)?;
         Ok(ApiResponse::from_response(resp))
     }
 
@@ -623,8 +633,13 @@ impl Client {
             return Err(Error::InvalidRequest("the token id is empty".into()));
         }
         let path = format!("/auth/api-tokens/{}", encode_segment(token_id));
-        let resp = self.request(Method::DELETE, &path, None).await?;
-        let resp = resp.error_for_status()?;
+        let mut req = Request::new(Bytes::new());
+        *req.method_mut() = Method::DELETE;
+        *req.uri_mut() = Uri::from(parse_target(&path)?);
+        // Traces name the route, not the token id.
+        req.extensions_mut()
+            .insert(RouteLabel("/auth/api-tokens/{tokenId}"));
+        let resp = self.send(req).await?.error_for_status()?;
         #[derive(serde::Deserialize)]
         struct RevokeResponse {
             message: String,
@@ -632,6 +647,11 @@ impl Client {
         Ok(resp.json::<RevokeResponse>()?.message)
     }
 }
+
+/// The route to name in traces instead of a path that carries an identifier.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+struct RouteLabel(&'static str);
 
 /// Percent-encodes `segment` as one path segment: everything but unreserved characters.
 pub fn encode_segment(segment: &str) -> String {

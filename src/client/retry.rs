@@ -252,6 +252,17 @@ fn attempt_request(template: &http::request::Parts, body: &Full<Bytes>) -> Reque
     req
 }
 
+/// Why an attempt is repeated (for tracing).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+#[derive(Clone, Copy, Debug)]
+enum Reason {
+    RateLimited,
+    Unavailable,
+    SkewedUnauthorized,
+    NotSent,
+    MaybeSent,
+}
+
 async fn run<S>(
     mut inner: S,
     req: Request<Full<Bytes>>,
@@ -265,16 +276,32 @@ where
     let idempotent = is_idempotent(&parts.method);
     let started = tokio::time::Instant::now();
     let mut retries = 0u32;
+    let mut attempt = 0u32;
     let mut skew_retry_left = config.retry_skewed_unauthorized && skew.is_some();
-    let mut first = true;
     loop {
-        if !first {
+        if attempt > 0 {
             inner.ready().await?;
         }
-        first = false;
+        attempt += 1;
+        #[cfg(feature = "tracing")]
+        tracing::Span::current().record("attempt", attempt);
         let result = inner.call(attempt_request(&parts, &body)).await;
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::Span::current();
+            if let Ok(resp) = &result {
+                span.record("status", resp.status().as_u16());
+            }
+            if let Some(skew) = &skew {
+                span.record("skew_ms", skew.offset_millis());
+            }
+            match &result {
+                Ok(resp) => tracing::trace!(attempt, status = resp.status().as_u16(), "response"),
+                Err(e) => tracing::debug!(attempt, error = %e, "attempt failed"),
+            }
+        }
         let attempts_left = retries + 1 < config.max_attempts;
-        // (delay, counted against max_attempts)
+        // (delay, counted against max_attempts, reason)
         let next = match &result {
             Ok(resp) => match resp.status() {
                 StatusCode::TOO_MANY_REQUESTS if attempts_left => {
@@ -283,8 +310,8 @@ where
                         .map_or_else(|| SystemClock.now_millis(), SkewTracker::server_now);
                     match retry_after(resp.headers(), resp.body(), now) {
                         Some(d) if d > config.max_retry_after => None,
-                        Some(d) => Some((d, true)),
-                        None => Some((config.backoff(retries + 1), true)),
+                        Some(d) => Some((d, true, Reason::RateLimited)),
+                        None => Some((config.backoff(retries + 1), true, Reason::RateLimited)),
                     }
                 }
                 StatusCode::BAD_GATEWAY
@@ -292,7 +319,7 @@ where
                 | StatusCode::GATEWAY_TIMEOUT
                     if idempotent && attempts_left =>
                 {
-                    Some((config.backoff(retries + 1), true))
+                    Some((config.backoff(retries + 1), true, Reason::Unavailable))
                 }
                 StatusCode::UNAUTHORIZED
                     if skew_retry_left
@@ -301,22 +328,31 @@ where
                     // Re-signed with the corrected clock. Not counted: it corrects the clock,
                     // not the network.
                     skew_retry_left = false;
-                    Some((Duration::ZERO, false))
+                    Some((Duration::ZERO, false, Reason::SkewedUnauthorized))
                 }
                 _ => None,
             },
             Err(e) if attempts_left => match classify(e) {
-                Failure::NotSent => Some((config.backoff(retries + 1), true)),
-                Failure::MaybeSent if idempotent => Some((config.backoff(retries + 1), true)),
+                Failure::NotSent => Some((config.backoff(retries + 1), true, Reason::NotSent)),
+                Failure::MaybeSent if idempotent => {
+                    Some((config.backoff(retries + 1), true, Reason::MaybeSent))
+                }
                 _ => None,
             },
             Err(_) => None,
         };
-        let Some((wait, counted)) =
-            next.filter(|(w, _)| started.elapsed() + *w <= config.max_elapsed)
+        let Some((wait, counted, _reason)) =
+            next.filter(|(w, _, _)| started.elapsed() + *w <= config.max_elapsed)
         else {
             return result;
         };
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            attempt,
+            delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            reason = ?_reason,
+            "retrying"
+        );
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

@@ -326,9 +326,14 @@ impl MockServer {
         lock(&self.state.requests).clone()
     }
 
-    /// How many requests were received.
+    /// How many requests were recorded (a request is recorded once it is answered or dropped).
     pub fn request_count(&self) -> usize {
         lock(&self.state.requests).len()
+    }
+
+    /// How many requests have arrived, including those still being answered (delayed).
+    pub fn arrivals(&self) -> u64 {
+        self.state.seq.load(Ordering::Relaxed)
     }
 
     /// Forgets the recorded requests.

@@ -1,0 +1,477 @@
+//! Hostile input: each case ends in a clear, typed error, and nothing is sent (or, for hostile
+//! responses, nothing is mistaken for success).
+#![cfg(all(feature = "client", feature = "mock"))]
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::StreamBody;
+use limitless_auth::client::{Client, Error, RetryConfig};
+use limitless_auth::mock::{
+    Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET,
+};
+use limitless_auth::types::Scope;
+use limitless_auth::{
+    ApiKey, BodyError, CredentialError, Credentials, HmacCredentials, HmacSigningLayer,
+    IdentityToken, SecretProblem, SigningError,
+};
+use tower::{Layer as _, ServiceExt as _};
+
+fn secret_problem(secret: &str) -> SecretProblem {
+    match HmacCredentials::new("token", secret) {
+        Err(CredentialError::MalformedSecret(p)) => p,
+        other => panic!("{secret:?}: {other:?}"),
+    }
+}
+
+#[test]
+fn secret_without_padding() {
+    assert_eq!(
+        secret_problem("c2VjcmV0LWtleQ"),
+        SecretProblem::MissingPadding
+    );
+}
+
+#[test]
+fn secret_in_the_url_safe_alphabet() {
+    assert_eq!(
+        secret_problem("-_-_c2VjcmV0"),
+        SecretProblem::UrlSafeAlphabet
+    );
+}
+
+#[test]
+fn secret_with_line_breaks_or_spaces() {
+    for s in ["c2Vj\ncmV0", "c2Vj cmV0", "\tc2VjcmV0", "c2VjcmV0\r\n"] {
+        assert_eq!(secret_problem(s), SecretProblem::Whitespace, "{s:?}");
+    }
+}
+
+#[test]
+fn secret_with_non_alphabet_characters() {
+    assert_eq!(
+        secret_problem("c2Vj!mV0"),
+        SecretProblem::InvalidCharacter { offset: 4 }
+    );
+    assert_eq!(
+        secret_problem("c2Vj\u{0}mV0"),
+        SecretProblem::InvalidCharacter { offset: 4 }
+    );
+}
+
+#[test]
+fn secret_with_non_canonical_trailing_bits() {
+    assert_eq!(
+        secret_problem("QR=="),
+        SecretProblem::NonCanonicalTrailingBits
+    );
+}
+
+#[test]
+fn empty_secret_and_padding_only() {
+    assert_eq!(secret_problem(""), SecretProblem::Empty);
+    assert_eq!(secret_problem("===="), SecretProblem::InvalidPadding);
+}
+
+#[test]
+fn cr_lf_or_nul_in_the_token_id() {
+    for id in ["tok\r\nx-evil: 1", "tok\n", "tok\0", "tok\u{7f}"] {
+        assert!(
+            matches!(
+                HmacCredentials::new(id, "c2VjcmV0"),
+                Err(CredentialError::InvalidHeaderValue {
+                    what: "token id",
+                    ..
+                })
+            ),
+            "{id:?}"
+        );
+    }
+}
+
+#[test]
+fn empty_token_id() {
+    assert_eq!(
+        HmacCredentials::new("", "c2VjcmV0").expect_err("empty"),
+        CredentialError::Empty { what: "token id" }
+    );
+}
+
+#[test]
+fn cr_lf_or_nul_in_the_identity_token_or_api_key() {
+    for t in ["eyJ\r\nidentity: other", "eyJ\0", "eyJ abc", "ëyJ"] {
+        assert!(
+            matches!(
+                IdentityToken::new(t),
+                Err(CredentialError::InvalidHeaderValue {
+                    what: "identity token",
+                    ..
+                })
+            ),
+            "{t:?}"
+        );
+        assert!(matches!(
+            ApiKey::new(t),
+            Err(CredentialError::InvalidHeaderValue {
+                what: "API key",
+                ..
+            })
+        ));
+    }
+    assert_eq!(
+        IdentityToken::new("bearer eyJ").expect_err("prefixed"),
+        CredentialError::BearerPrefix
+    );
+}
+
+async fn mock_and_client() -> (MockServer, Client) {
+    let mock = MockServer::start().await.expect("mock");
+    let client = Client::builder()
+        .base_url(mock.base_url())
+        .retry(RetryConfig::disabled())
+        .credentials(
+            Credentials::new()
+                .with_hmac(
+                    HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"),
+                )
+                .with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid")),
+        )
+        .body_limit(1024)
+        .response_limit(64 * 1024)
+        .build()
+        .expect("client");
+    (mock, client)
+}
+
+#[tokio::test]
+async fn authority_form_and_asterisk_form_targets() {
+    let (mock, client) = mock_and_client().await;
+    for target in ["api.limitless.exchange:443", "*"] {
+        let req = Request::builder()
+            .method(Method::OPTIONS)
+            .uri(target)
+            .body(Bytes::new())
+            .expect("request");
+        assert!(
+            matches!(client.send(req).await, Err(Error::InvalidRequest(_))),
+            "{target}"
+        );
+    }
+    // The bare signing layer refuses them as well.
+    let svc = HmacSigningLayer::new(HmacCredentials::new("t", "c2VjcmV0").expect("valid")).layer(
+        tower::service_fn(|_: Request<http_body_util::Full<Bytes>>| async {
+            Ok::<_, Infallible>(())
+        }),
+    );
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("api.limitless.exchange:443")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let err = svc.oneshot(req).await.expect_err("refused");
+    assert!(matches!(
+        err.downcast_ref::<SigningError>(),
+        Some(SigningError::InvalidTarget { .. })
+    ));
+    assert_eq!(mock.arrivals(), 0);
+}
+
+#[tokio::test]
+async fn foreign_hosts_get_no_credentials() {
+    let (mock, client) = mock_and_client().await;
+    for url in [
+        "http://evil.example/orders",
+        "https://127.0.0.1/orders",
+        "http://localhost/orders",
+    ] {
+        let req = Request::get(url).body(Bytes::new()).expect("request");
+        assert!(
+            matches!(client.send(req).await, Err(Error::ForeignOrigin { .. })),
+            "{url}"
+        );
+    }
+    assert_eq!(mock.arrivals(), 0);
+}
+
+#[tokio::test]
+async fn body_over_the_limit_by_header() {
+    let (mock, client) = mock_and_client().await;
+    let req = Request::post("/orders")
+        .header("content-length", "999999")
+        .body(Bytes::from_static(b"{}"))
+        .expect("request");
+    assert!(matches!(
+        client.send(req).await,
+        Err(Error::Body(BodyError::TooLargeDeclared {
+            declared: 999_999,
+            limit: 1024
+        }))
+    ));
+    let req = Request::post("/orders")
+        .body(Bytes::from(vec![b'x'; 1025]))
+        .expect("request");
+    assert!(matches!(
+        client.send(req).await,
+        Err(Error::Body(BodyError::TooLargeDeclared {
+            declared: 1025,
+            ..
+        }))
+    ));
+    assert_eq!(mock.arrivals(), 0);
+}
+
+#[tokio::test]
+async fn body_over_the_limit_by_stream_and_a_stream_that_fails() {
+    let svc = HmacSigningLayer::new(HmacCredentials::new("t", "c2VjcmV0").expect("valid"))
+        .body_limit(100)
+        .layer(tower::service_fn(
+            |_: Request<http_body_util::Full<Bytes>>| async {
+                panic!("nothing may be sent");
+                #[allow(unreachable_code)]
+                Ok::<_, Infallible>(())
+            },
+        ));
+    let chunks = (0..3)
+        .map(|_| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![b'x'; 40]))));
+    let req = Request::post("/orders")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .expect("request");
+    let err = svc.clone().oneshot(req).await.expect_err("too large");
+    assert!(matches!(
+        err.downcast_ref::<BodyError>(),
+        Some(BodyError::TooLarge { limit: 100 })
+    ));
+
+    let chunks = vec![
+        Ok(http_body::Frame::data(Bytes::from_static(b"{\"a\":"))),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "producer crashed",
+        )),
+    ];
+    let req = Request::post("/orders")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .expect("request");
+    let err = svc.oneshot(req).await.expect_err("stream error");
+    assert!(matches!(
+        err.downcast_ref::<BodyError>(),
+        Some(BodyError::Stream(_))
+    ));
+    assert!(err.to_string().contains("producer crashed"));
+}
+
+#[tokio::test]
+async fn malformed_json_in_a_success_response() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::json(StatusCode::OK, "{partnerProfileId: 42}"));
+    assert!(matches!(
+        client.capabilities().await,
+        Err(Error::Decode {
+            problem: "malformed JSON",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn truncated_json_in_a_success_response() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::json(
+        StatusCode::OK,
+        r#"[{"tokenId":"a","label":null,"sco"#,
+    ));
+    assert!(matches!(
+        client.list_tokens().await,
+        Err(Error::Decode {
+            problem: "truncated JSON",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn huge_json_response() {
+    let (mock, client) = mock_and_client().await;
+    let huge = format!("[{}]", vec!["1"; 40_000].join(","));
+    mock.inject(Fault::json(StatusCode::OK, huge));
+    assert!(matches!(
+        client.list_tokens().await,
+        Err(Error::ResponseTooLarge {
+            status: StatusCode::OK,
+            limit: 65_536
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_2xx_with_an_undecodable_body() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::json(StatusCode::OK, r#"{"tokens":[]}"#));
+    match client.list_tokens().await {
+        Err(Error::Decode {
+            status,
+            expected,
+            problem,
+            body,
+            ..
+        }) => {
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(expected, "Vec<ApiToken>");
+            assert_eq!(problem, "unexpected content");
+            assert_eq!(body.as_bytes(), br#"{"tokens":[]}"#);
+        }
+        other => panic!("{other:?}"),
+    }
+    mock.inject(Fault::json(StatusCode::OK, ""));
+    assert!(matches!(
+        client.capabilities().await,
+        Err(Error::Decode { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_non_json_error_body() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream overloaded\n",
+    ));
+    match client.list_tokens().await {
+        Err(Error::Status {
+            status, message, ..
+        }) => {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(message.as_deref(), Some("upstream overloaded"));
+        }
+        other => panic!("{other:?}"),
+    }
+    mock.inject(Fault::Respond {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        headers: vec![],
+        body: Bytes::from_static(&[0xff, 0x00, 0xfe]),
+    });
+    assert!(matches!(
+        client.list_tokens().await,
+        Err(Error::Status { message: None, .. })
+    ));
+}
+
+#[tokio::test]
+async fn garbage_retry_after() {
+    let (mock, client) = mock_and_client().await;
+    for garbage in ["-5", "tomorrow", "1e3", "Sun, 99 Nov 1994 08:49:37 GMT"] {
+        mock.inject(Fault::TooManyRequests {
+            retry_after: Some(garbage.into()),
+            body_seconds: None,
+        });
+        assert!(
+            matches!(
+                client.list_tokens().await,
+                Err(Error::RateLimited {
+                    retry_after: None,
+                    ..
+                })
+            ),
+            "{garbage}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn garbage_date_headers() {
+    let (mock, client) = mock_and_client().await;
+    for garbage in [
+        "0",
+        "Sun, 06 Nov 1994 08:49:37 UTC",
+        "Monday",
+        "Sun, 06 Nov 99999 08:49:37 GMT",
+    ] {
+        mock.inject(Fault::Respond {
+            status: StatusCode::OK,
+            headers: vec![
+                (
+                    HeaderName::from_static("date"),
+                    HeaderValue::from_static(garbage),
+                ),
+                (
+                    HeaderName::from_static("content-type"),
+                    HeaderValue::from_static("application/json"),
+                ),
+            ],
+            body: Bytes::from_static(b"[]"),
+        });
+        assert!(
+            client.list_tokens().await.expect("decodes").is_empty(),
+            "{garbage}"
+        );
+        assert_eq!(client.clock_offset_millis(), 0, "{garbage}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_scopes_are_kept() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::json(
+        StatusCode::OK,
+        r#"{"partnerProfileId":42,"tokenManagementEnabled":true,"allowedScopes":["trading","🚀",""]}"#,
+    ));
+    let caps = client.capabilities().await.expect("decodes");
+    assert_eq!(
+        caps.allowed_scopes,
+        vec![
+            Scope::Trading,
+            Scope::Other("🚀".into()),
+            Scope::Other(String::new())
+        ]
+    );
+    assert!(!caps.allows(&Scope::Withdrawal));
+}
+
+#[tokio::test]
+async fn scope_values_of_the_wrong_type_are_a_decode_error() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::json(
+        StatusCode::OK,
+        r#"{"partnerProfileId":42,"tokenManagementEnabled":true,"allowedScopes":[1]}"#,
+    ));
+    assert!(matches!(
+        client.capabilities().await,
+        Err(Error::Decode { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_on_a_post() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::DropConnection);
+    let err = client
+        .request(Method::POST, "/orders", Some(Bytes::from_static(b"{}")))
+        .await
+        .expect_err("dropped");
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(!err.is_local());
+}
+
+#[tokio::test]
+async fn invalid_client_configuration() {
+    for url in [
+        "",
+        "not a url",
+        "ftp://x",
+        "https://user:pw@host",
+        "https://h/?q",
+    ] {
+        assert!(
+            matches!(
+                Client::builder().base_url(url).build(),
+                Err(Error::InvalidRequest(_))
+            ),
+            "{url:?}"
+        );
+    }
+    assert!(matches!(
+        Client::builder().user_agent("bad\r\nagent").build(),
+        Err(Error::InvalidRequest(_))
+    ));
+}
