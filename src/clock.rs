@@ -47,10 +47,17 @@ impl Clock for SystemClock {
 }
 
 /// Converts a [`SystemTime`] to milliseconds since the Unix epoch, saturating at the `i64` range.
+#[inline]
 pub fn system_time_millis(t: SystemTime) -> i64 {
+    let millis = |d: std::time::Duration| {
+        i64::try_from(d.as_secs())
+            .ok()
+            .and_then(|s| s.checked_mul(1000))
+            .and_then(|ms| ms.checked_add(i64::from(d.subsec_millis())))
+    };
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+        Ok(d) => millis(d).unwrap_or(i64::MAX),
+        Err(before) => millis(before.duration()).map_or(i64::MIN, |ms| -ms),
     }
 }
 

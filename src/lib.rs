@@ -59,6 +59,7 @@ pub use body::{BodyError, DEFAULT_BODY_LIMIT};
 pub use credentials::{
     ApiKey, CredentialError, Credentials, HmacCredentials, IdentityToken, SecretProblem,
 };
+pub use layer::AuthLayer;
 pub use layer::hmac::{HmacSigning, HmacSigningLayer, SigningError};
 pub use layer::privy::{Identity, IdentityLayer};
 pub use policy::{

@@ -245,35 +245,85 @@ impl RoutePattern {
     /// Matches a request path (no query). One trailing slash is ignored and literals compare
     /// ASCII case-insensitively: the server's router treats those as the same route.
     fn matches(&self, path: &str) -> bool {
-        let Some(p) = path.strip_prefix('/') else {
+        let Some(p) = path.as_bytes().strip_prefix(b"/") else {
             return false;
         };
-        let p = p.strip_suffix('/').unwrap_or(p);
-        let mut parts = p.split('/').filter(|_| !p.is_empty());
+        let p = p.strip_suffix(b"/").unwrap_or(p);
+        // Where the next segment starts, as `split('/')` would give them ("" has none).
+        let mut next = (!p.is_empty()).then_some(0);
         for seg in self.segments.iter() {
-            match (seg, parts.next()) {
-                (_, None) => return false,
-                (Segment::Literal(lit), Some(part)) => {
-                    if !part.eq_ignore_ascii_case(lit) {
+            let Some(start) = next else {
+                return false;
+            };
+            let rest = &p[start..];
+            let len = match seg {
+                Segment::Literal(lit) => {
+                    let lit = lit.as_bytes();
+                    let fits = rest.len() >= lit.len()
+                        && rest[..lit.len()].eq_ignore_ascii_case(lit)
+                        && rest.get(lit.len()).is_none_or(|c| *c == b'/');
+                    if !fits {
                         return false;
                     }
+                    lit.len()
                 }
-                (Segment::Param, Some(part)) => {
-                    if part.is_empty() {
-                        return false;
-                    }
-                }
-            }
+                Segment::Param => match rest.iter().position(|c| *c == b'/') {
+                    Some(0) => return false,
+                    Some(n) => n,
+                    None if rest.is_empty() => return false,
+                    None => rest.len(),
+                },
+            };
+            next = (start + len < p.len()).then_some(start + len + 1);
         }
-        self.rest || parts.next().is_none()
+        self.rest || next.is_none()
     }
 }
 
 #[derive(Clone, Debug)]
 struct Rule {
-    method: Option<Method>,
+    /// `None` matches any method.
+    method: Option<MethodKey>,
     pattern: RoutePattern,
     accepts: Accepts,
+}
+
+/// A method compared ASCII case-insensitively: `get` is `GET` (the signer upper-cases it too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MethodKey {
+    /// A standard method, by its position in [`STANDARD_METHODS`].
+    Standard(u8),
+    /// Any other method, upper-cased.
+    Other(Box<str>),
+}
+
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+impl MethodKey {
+    /// The key of a method; allocates only for a non-standard method.
+    fn of(method: &Method) -> Self {
+        if let Some(i) = STANDARD_METHODS.iter().position(|m| m == method) {
+            return Self::Standard(i as u8);
+        }
+        let text = method.as_str();
+        match STANDARD_METHODS
+            .iter()
+            .position(|m| m.as_str().eq_ignore_ascii_case(text))
+        {
+            Some(i) => Self::Standard(i as u8),
+            None => Self::Other(text.to_ascii_uppercase().into()),
+        }
+    }
 }
 
 /// How one request was classified.
@@ -375,7 +425,7 @@ impl RouteTable {
     ) -> Result<&mut Self, RouteError> {
         let pattern = RoutePattern::parse(pattern)?;
         self.rules.push(Rule {
-            method,
+            method: method.as_ref().map(MethodKey::of),
             pattern,
             accepts,
         });
@@ -401,15 +451,11 @@ impl RouteTable {
 
     /// Classifies a request by method and path (without the query).
     pub fn classify(&self, method: &Method, path: &str) -> RouteMatch<'_> {
+        let key = MethodKey::of(method);
         self.rules
             .iter()
             .rev()
-            .find(|r| {
-                r.method
-                    .as_ref()
-                    .is_none_or(|m| m.as_str().eq_ignore_ascii_case(method.as_str()))
-                    && r.pattern.matches(path)
-            })
+            .find(|r| r.method.as_ref().is_none_or(|m| *m == key) && r.pattern.matches(path))
             .map_or(
                 RouteMatch {
                     accepts: self.fallback,
@@ -533,6 +579,9 @@ pub struct AuthPolicyLayer {
 struct PolicyConfig {
     table: RouteTable,
     credentials: Credentials,
+    /// Set by [`AuthLayer`](crate::AuthLayer), whose signing layer holds `credentials.hmac`:
+    /// a request for which the policy picks exactly those needs no [`SelectedAuth`].
+    implicit_own_hmac: bool,
 }
 
 impl AuthPolicyLayer {
@@ -544,7 +593,23 @@ impl AuthPolicyLayer {
     /// A policy over a custom route table.
     pub fn with_table(credentials: Credentials, table: RouteTable) -> Self {
         Self {
-            config: Arc::new(PolicyConfig { table, credentials }),
+            config: Arc::new(PolicyConfig {
+                table,
+                credentials,
+                implicit_own_hmac: false,
+            }),
+        }
+    }
+
+    /// A policy whose HMAC choice with its own credentials is carried by the signing layer
+    /// below, which must hold exactly `credentials.hmac`; used by [`AuthLayer`](crate::AuthLayer).
+    pub(crate) fn with_own_hmac_below(credentials: Credentials, table: RouteTable) -> Self {
+        Self {
+            config: Arc::new(PolicyConfig {
+                table,
+                credentials,
+                implicit_own_hmac: true,
+            }),
         }
     }
 
@@ -580,6 +645,9 @@ impl<S> AuthPolicy<S> {
 
 /// Removes every authentication header: `identity`, `x-api-key` and any `lmts-*`.
 pub(crate) fn strip_auth_headers(headers: &mut HeaderMap) {
+    if headers.is_empty() {
+        return;
+    }
     headers.remove(IDENTITY);
     headers.remove(X_API_KEY);
     while let Some(name) = headers
@@ -597,16 +665,17 @@ impl PolicyConfig {
         let accepts = self.table.classify(req.method(), req.uri().path()).accepts;
         let ext = req.extensions();
         let creds = &self.credentials;
-        let hmac = ext.get::<HmacCredentials>().or(creds.hmac.as_ref());
+        let hmac_override = ext.get::<HmacCredentials>();
+        let hmac = hmac_override.or(creds.hmac.as_ref());
         let identity = ext.get::<IdentityToken>().or(creds.identity.as_ref());
         let api_key = ext.get::<ApiKey>().or(creds.api_key.as_ref());
-        let select = |mode: AuthMode| match mode {
-            AuthMode::Hmac => hmac.cloned().map(SelectedAuth::Hmac),
-            AuthMode::Privy => identity.cloned().map(SelectedAuth::Privy),
-            AuthMode::ApiKey => api_key.map(|_| SelectedAuth::ApiKey),
-            AuthMode::None => Some(SelectedAuth::None),
+        let available = |mode: &AuthMode| match mode {
+            AuthMode::Hmac => hmac.is_some(),
+            AuthMode::Privy => identity.is_some(),
+            AuthMode::ApiKey => api_key.is_some(),
+            AuthMode::None => true,
         };
-        let selected = match ext.get::<AuthMode>().copied() {
+        let mode = match ext.get::<AuthMode>().copied() {
             Some(requested) if !accepts.contains(requested) => {
                 return Err(PolicyError::ModeNotAccepted {
                     method: req.method().clone(),
@@ -615,23 +684,35 @@ impl PolicyConfig {
                     accepts,
                 });
             }
-            Some(requested) => select(requested).ok_or_else(|| {
-                PolicyError::missing(req.method(), req.uri(), Accepts::only(requested))
-            })?,
+            Some(requested) if available(&requested) => requested,
+            Some(requested) => {
+                let needed = Accepts::only(requested);
+                return Err(PolicyError::missing(req.method(), req.uri(), needed));
+            }
             None => accepts
                 .modes()
-                .find_map(select)
+                .find(available)
                 .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), accepts))?,
         };
-        let api_key_header = match selected {
-            SelectedAuth::ApiKey => api_key.map(ApiKey::header_value),
-            _ => None,
-        };
-        if let Some(value) = api_key_header {
-            req.headers_mut().insert(X_API_KEY, value);
-        }
         #[cfg(feature = "tracing")]
-        tracing::Span::current().record("mode", tracing::field::display(selected.mode()));
+        tracing::Span::current().record("mode", tracing::field::display(mode));
+        let selected = match (mode, hmac, identity, api_key) {
+            // The signing layer below holds these very credentials: nothing to pass down.
+            (AuthMode::Hmac, _, _, _) if self.implicit_own_hmac && hmac_override.is_none() => {
+                if ext.get::<SelectedAuth>().is_some() {
+                    req.extensions_mut().remove::<SelectedAuth>();
+                }
+                return Ok(());
+            }
+            (AuthMode::Hmac, Some(h), _, _) => SelectedAuth::Hmac(h.clone()),
+            (AuthMode::Privy, _, Some(t), _) => SelectedAuth::Privy(t.clone()),
+            (AuthMode::ApiKey, _, _, Some(k)) => {
+                let value = k.header_value();
+                req.headers_mut().insert(X_API_KEY, value);
+                SelectedAuth::ApiKey
+            }
+            _ => SelectedAuth::None,
+        };
         req.extensions_mut().insert(selected);
         Ok(())
     }

@@ -22,6 +22,7 @@
 //! # Ok::<(), limitless_auth::CredentialError>(())
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 
 use base64::Engine as _;
@@ -90,16 +91,12 @@ impl HmacCredentials {
         path_and_query: &str,
         body: &[u8],
     ) -> Signature {
-        let tag = self
-            .keyed_message(timestamp, method, path_and_query, body)
-            .finalize()
-            .into_bytes();
-        let mut buf = [0u8; SIGNATURE_LEN];
-        let written = STANDARD
-            .encode_slice(tag, &mut buf)
-            .expect("32 bytes encode to exactly 44 base64 characters");
-        debug_assert_eq!(written, SIGNATURE_LEN);
-        Signature { buf }
+        let mut mac = self.mac().clone();
+        feed(&mut mac, timestamp, method, path_and_query, body);
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        Signature {
+            buf: encode_tag(&tag),
+        }
     }
 
     /// Checks a received `lmts-signature` against the request parts, in constant time.
@@ -129,42 +126,89 @@ impl HmacCredentials {
             return false;
         }
         match STANDARD.decode_slice(signature, &mut tag) {
-            Ok(32) => self
-                .keyed_message(timestamp, method, path_and_query, body)
-                .verify_slice(&tag[..32])
-                .is_ok(),
+            Ok(32) => {
+                let mut mac = self.mac().clone();
+                feed(&mut mac, timestamp, method, path_and_query, body);
+                mac.verify_slice(&tag[..32]).is_ok()
+            }
             _ => false,
         }
     }
-
-    /// A clone of the pre-keyed MAC fed with the canonical message, part by part.
-    #[inline(always)]
-    fn keyed_message(
-        &self,
-        timestamp: &str,
-        method: &str,
-        path_and_query: &str,
-        body: &[u8],
-    ) -> HmacSha256 {
-        let mut mac = self.mac().clone();
-        mac.update(timestamp.as_bytes());
-        mac.update(b"\n");
-        update_upper(&mut mac, method.as_bytes());
-        mac.update(b"\n");
-        mac.update(path_and_query.as_bytes());
-        mac.update(b"\n");
-        mac.update(body);
-        mac
-    }
 }
 
-/// Feeds `method` to the MAC upper-cased (ASCII), without allocating.
+/// The standard base64 alphabet.
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard padded base64 of a 32-byte tag: ten 3-byte groups, then two bytes and one `=`.
 #[inline]
-fn update_upper(mac: &mut HmacSha256, method: &[u8]) {
-    if !method.iter().any(u8::is_ascii_lowercase) {
-        mac.update(method);
-        return;
+fn encode_tag(tag: &[u8; 32]) -> [u8; SIGNATURE_LEN] {
+    let mut out = [b'='; SIGNATURE_LEN];
+    let sextet = |n: u32, shift: u32| BASE64[((n >> shift) & 63) as usize];
+    let (triples, pair) = tag.split_at(30);
+    for (group, t) in out.chunks_exact_mut(4).zip(triples.chunks_exact(3)) {
+        let n = u32::from(t[0]) << 16 | u32::from(t[1]) << 8 | u32::from(t[2]);
+        group[0] = sextet(n, 18);
+        group[1] = sextet(n, 12);
+        group[2] = sextet(n, 6);
+        group[3] = sextet(n, 0);
     }
+    let n = u32::from(pair[0]) << 16 | u32::from(pair[1]) << 8;
+    out[40] = sextet(n, 18);
+    out[41] = sextet(n, 12);
+    out[42] = sextet(n, 6);
+    out
+}
+
+/// Feeds the canonical message to `mac`, part by part.
+///
+/// The head of the message (timestamp, method, request-target and their separators) is staged
+/// in a small stack buffer when it fits, so that a typical request costs the MAC one update
+/// call for the head and one for the body; the body itself is never copied.
+#[inline(always)]
+fn feed(mac: &mut HmacSha256, timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) {
+    let (ts, m, pq) = (
+        timestamp.as_bytes(),
+        method.as_bytes(),
+        path_and_query.as_bytes(),
+    );
+    match <&[u8; TIMESTAMP_LEN]>::try_from(ts) {
+        Ok(ts) if m.len() <= MAX_STAGED_METHOD && pq.len() < HEAD_STAGE - STAGED_PREFIX => {
+            let mut head = [0u8; HEAD_STAGE];
+            head[..TIMESTAMP_LEN].copy_from_slice(ts);
+            head[TIMESTAMP_LEN] = b'\n';
+            let mut at = TIMESTAMP_LEN + 1;
+            for b in m {
+                head[at] = b.to_ascii_uppercase();
+                at += 1;
+            }
+            head[at] = b'\n';
+            at += 1;
+            head[at..at + pq.len()].copy_from_slice(pq);
+            at += pq.len();
+            head[at] = b'\n';
+            mac.update(&head[..=at]);
+        }
+        _ => {
+            mac.update(ts);
+            mac.update(b"\n");
+            update_upper(mac, m);
+            mac.update(b"\n");
+            mac.update(pq);
+            mac.update(b"\n");
+        }
+    }
+    mac.update(body);
+}
+
+/// Room on the stack for the head of the message.
+const HEAD_STAGE: usize = 192;
+/// Longest method staged (longer ones take the part-by-part path).
+const MAX_STAGED_METHOD: usize = 16;
+/// Timestamp, newline, method and newline at their longest.
+const STAGED_PREFIX: usize = TIMESTAMP_LEN + 1 + MAX_STAGED_METHOD + 1;
+
+/// Feeds `method` to the MAC upper-cased (ASCII), without allocating.
+fn update_upper(mac: &mut HmacSha256, method: &[u8]) {
     let mut chunk = [0u8; 32];
     for part in method.chunks(chunk.len()) {
         let out = &mut chunk[..part.len()];
@@ -238,24 +282,37 @@ impl Timestamp {
     }
 
     /// Formats a time given in milliseconds since the Unix epoch.
+    ///
+    /// Each thread keeps the text of the last minute it formatted, so a call usually writes
+    /// only the seconds and milliseconds, from a table of digit pairs.
     #[inline]
     pub fn from_unix_millis(millis: i64) -> Result<Self, TimestampError> {
         if !(MIN_MILLIS..=MAX_MILLIS).contains(&millis) {
             return Err(TimestampError::OutOfRange { millis });
         }
-        let days = millis.div_euclid(MS_PER_DAY);
-        let in_day = millis.rem_euclid(MS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
-        let secs = in_day / 1000;
-        let ms = in_day % 1000;
-        let mut buf = *b"0000-00-00T00:00:00.000Z";
-        put_digits(&mut buf[0..4], year);
-        put_digits(&mut buf[5..7], month);
-        put_digits(&mut buf[8..10], day);
-        put_digits(&mut buf[11..13], secs / 3600);
-        put_digits(&mut buf[14..16], secs / 60 % 60);
-        put_digits(&mut buf[17..19], secs % 60);
-        put_digits(&mut buf[20..23], ms);
+        // The hot path has no division: an offset into the cached minute.
+        let cached = LAST_MINUTE
+            .try_with(|c| {
+                let (start, text) = c.get();
+                let offset = millis.wrapping_sub(start) as u64;
+                (offset < MS_PER_MINUTE as u64).then_some((offset as u32, text))
+            })
+            .ok()
+            .flatten();
+        let (in_minute, mut buf) = match cached {
+            Some(hit) => hit,
+            None => {
+                let minute = millis.div_euclid(MS_PER_MINUTE);
+                let text = format_minute(minute);
+                let _ = LAST_MINUTE.try_with(|c| c.set((minute * MS_PER_MINUTE, text)));
+                // 0 <= rem_euclid < 60_000.
+                (millis.rem_euclid(MS_PER_MINUTE) as u32, text)
+            }
+        };
+        let (secs, ms) = (in_minute / 1000, in_minute % 1000);
+        buf[17..19].copy_from_slice(&DIGIT_PAIRS[secs as usize]);
+        buf[20] = b'0' + (ms / 100) as u8;
+        buf[21..23].copy_from_slice(&DIGIT_PAIRS[(ms % 100) as usize]);
         Ok(Self { buf, millis })
     }
 
@@ -336,14 +393,39 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// Writes `value` as zero-padded decimal digits filling `out`.
-#[inline(always)]
-fn put_digits(out: &mut [u8], mut value: i64) {
-    for slot in out.iter_mut().rev() {
-        // `value` is non-negative and `% 10` keeps the digit below 10.
-        *slot = b'0' + (value % 10) as u8;
-        value /= 10;
+/// "00", "01", … "99".
+const DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
     }
+    t
+};
+
+const MS_PER_MINUTE: i64 = 60_000;
+
+thread_local! {
+    /// The first millisecond of the minute this thread formatted last, and the minute's text
+    /// (seconds not yet filled in).
+    static LAST_MINUTE: Cell<(i64, [u8; TIMESTAMP_LEN])> =
+        const { Cell::new((i64::MIN, [0; TIMESTAMP_LEN])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:00.000Z` for a minute counted from the epoch (years 0000..=9999).
+fn format_minute(minute: i64) -> [u8; TIMESTAMP_LEN] {
+    let (year, month, day) = civil_from_days(minute.div_euclid(24 * 60));
+    let in_day = minute.rem_euclid(24 * 60);
+    let pair = |v: i64| DIGIT_PAIRS[v.rem_euclid(100) as usize];
+    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    buf[0..2].copy_from_slice(&pair(year / 100));
+    buf[2..4].copy_from_slice(&pair(year));
+    buf[5..7].copy_from_slice(&pair(month));
+    buf[8..10].copy_from_slice(&pair(day));
+    buf[11..13].copy_from_slice(&pair(in_day / 60));
+    buf[14..16].copy_from_slice(&pair(in_day % 60));
+    buf
 }
 
 fn is_leap(year: i64) -> bool {
@@ -411,6 +493,32 @@ mod tests {
             let ts = Timestamp::from_unix_millis(ms).expect("in range");
             assert_eq!(ts.as_str(), text, "{ms}");
             assert_eq!(Timestamp::parse(text).expect("valid").unix_millis(), ms);
+        }
+    }
+
+    #[test]
+    fn the_minute_cache_follows_time_in_both_directions() {
+        let chrono_text = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .expect("in range")
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let t0 = 1_774_269_299_999; // 12:34:59.999, next to a minute boundary
+        let forward = (t0 - 130_000..t0 + 130_000).step_by(997);
+        let backward = (t0 - 130_000..t0 + 130_000).rev().step_by(1_003);
+        for ms in forward
+            .chain(backward)
+            .chain([t0, t0 + 1, t0, t0 - 60_000, t0 + 1])
+        {
+            let ts = Timestamp::from_unix_millis(ms).expect("in range");
+            assert_eq!(ts.as_str(), chrono_text(ms), "{ms}");
+        }
+        for ms in [-1, -60_000, -60_001, 0, MIN_MILLIS, MAX_MILLIS, -1] {
+            let ts = Timestamp::from_unix_millis(ms).expect("in range");
+            assert_eq!(
+                Timestamp::parse(ts.as_str()).expect("parses").unix_millis(),
+                ms
+            );
         }
     }
 
@@ -485,6 +593,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn tag_encoding_matches_the_base64_crate(tag in proptest::array::uniform32(any::<u8>())) {
+            let ours = encode_tag(&tag);
+            let theirs = STANDARD.encode(tag);
+            prop_assert_eq!(&ours[..], theirs.as_bytes());
+        }
+
         #[test]
         fn format_and_parse_round_trip(ms in MIN_MILLIS..=MAX_MILLIS) {
             let ts = Timestamp::from_unix_millis(ms).expect("in range");

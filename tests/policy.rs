@@ -10,10 +10,11 @@ use http::{HeaderValue, Method, Request};
 use http_body_util::{Full, StreamBody};
 use limitless_auth::clock::FixedClock;
 use limitless_auth::{
-    Accepts, ApiKey, AuthMode, AuthPolicyLayer, BodyError, BoxError, Credentials, HmacCredentials,
-    HmacSigningLayer, IdentityLayer, IdentityToken, PolicyError, RouteTable, SigningError,
+    Accepts, ApiKey, AuthLayer, AuthMode, AuthPolicyLayer, BodyError, BoxError, Credentials,
+    HmacCredentials, HmacSigningLayer, IdentityLayer, IdentityToken, PolicyError, RouteTable,
+    SigningError,
 };
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Layer as _, ServiceBuilder, ServiceExt};
 
 const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const TOKEN_ID: &str = "dGVzdC10b2tlbi0x";
@@ -59,6 +60,26 @@ where
                 .body_limit(1024),
         )
         .service(rec.service());
+    let res = svc.oneshot(req).await.map(|_| ());
+    (rec.taken(), res)
+}
+
+/// The same through the combined [`AuthLayer`].
+async fn send_combined<B>(
+    creds: Credentials,
+    table: RouteTable,
+    req: Request<B>,
+) -> (Vec<Captured>, Result<(), BoxError>)
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let rec = Recorder::new();
+    let svc = AuthLayer::with_table(creds, table)
+        .with_clock(FixedClock::new(NOW))
+        .body_limit(1024)
+        .layer(rec.service());
     let res = svc.oneshot(req).await.map(|_| ());
     (rec.taken(), res)
 }
@@ -123,7 +144,18 @@ async fn outcome(method: &str, target: &str) -> [Option<Wire>; 4] {
         Credentials::new().with_api_key(api_key()),
     ];
     for (slot, creds) in out.iter_mut().zip(sets) {
-        let (seen, res) = send(creds, req(method, target)).await;
+        let (seen, res) = send(creds.clone(), req(method, target)).await;
+        // The combined layer behaves identically, down to the bytes on the wire.
+        let (seen2, res2) =
+            send_combined(creds, RouteTable::limitless(), req(method, target)).await;
+        assert_eq!(res.is_ok(), res2.is_ok(), "{method} {target}");
+        assert_eq!(seen.len(), seen2.len());
+        if let (Some(a), Some(b)) = (seen.first(), seen2.first()) {
+            assert_eq!(a.headers(), b.headers(), "{method} {target}");
+        }
+        if let (Err(a), Err(b)) = (&res, &res2) {
+            assert_eq!(a.to_string(), b.to_string());
+        }
         *slot = match res {
             Ok(()) => {
                 assert_eq!(seen.len(), 1);
@@ -316,13 +348,24 @@ async fn requested_mode_cannot_force_hmac_onto_a_privy_only_route() {
             "{err}"
         );
     }
-    // A caller-inserted decision is replaced by the policy's own.
-    let mut r = req("GET", "/auth/api-tokens/capabilities");
-    r.extensions_mut()
-        .insert(limitless_auth::SelectedAuth::Hmac(hmac()));
-    let (seen, res) = send(all(), r).await;
-    res.expect("sent");
-    assert_eq!(wire(&seen[0]), P);
+    // A caller-inserted decision is replaced by the policy's own, in both stacks.
+    let forged = HmacCredentials::new("forged-id", "c2VjcmV0").expect("valid");
+    for target in ["/auth/api-tokens/capabilities", "/orders"] {
+        let forge = || {
+            let mut r = req("GET", target);
+            r.extensions_mut()
+                .insert(limitless_auth::SelectedAuth::Hmac(forged.clone()));
+            r
+        };
+        let (seen, res) = send(all(), forge()).await;
+        res.expect("sent");
+        let (seen2, res2) = send_combined(all(), RouteTable::limitless(), forge()).await;
+        res2.expect("sent");
+        for s in [&seen[0], &seen2[0]] {
+            let w = wire(s);
+            assert_eq!(w, if target == "/orders" { H } else { P });
+        }
+    }
 }
 
 #[tokio::test]
@@ -369,8 +412,16 @@ async fn per_request_credentials_override_without_shared_state() {
         other.sign(ts, "GET", "/orders", b"").as_str()
     );
 
+    // The same through the combined layer, whose signer holds the stack's own token.
+    let mut r = req("GET", "/orders");
+    r.extensions_mut().insert(other.clone());
+    let (seen, _) = send_combined(all(), RouteTable::limitless(), r).await;
+    assert_eq!(seen[0].headers()["lmts-api-key"], "other-token");
+
     // The next request, without the override, uses the stack's own credentials.
     let (seen, _) = send(all(), req("GET", "/orders")).await;
+    assert_eq!(seen[0].headers()["lmts-api-key"], TOKEN_ID);
+    let (seen, _) = send_combined(all(), RouteTable::limitless(), req("GET", "/orders")).await;
     assert_eq!(seen[0].headers()["lmts-api-key"], TOKEN_ID);
 }
 

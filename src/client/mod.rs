@@ -53,9 +53,7 @@ pub use retry::{Retry, RetryConfig, RetryLayer};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken};
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities, Scope};
-use crate::{
-    AuthPolicyLayer, BoxError, DEFAULT_BODY_LIMIT, HmacSigningLayer, IdentityLayer, RouteTable,
-};
+use crate::{AuthLayer, BoxError, DEFAULT_BODY_LIMIT, RouteTable};
 use exchange::Exchange;
 
 /// The production API.
@@ -457,14 +455,10 @@ impl ClientBuilder {
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::InvalidRequest("the user agent is not a header value".into()))?;
         let skew = SkewTracker::new(self.clock, self.skew_threshold);
-        let auth = AuthPolicyLayer::with_table(self.credentials, self.routes).layer(
-            IdentityLayer::for_policy().layer(
-                HmacSigningLayer::for_policy()
-                    .with_clock(skew.clock())
-                    .body_limit(self.body_limit)
-                    .layer(transport),
-            ),
-        );
+        let auth = AuthLayer::with_table(self.credentials, self.routes)
+            .with_clock(skew.clock())
+            .body_limit(self.body_limit)
+            .layer(transport);
         let exchange = Exchange {
             inner: auth,
             skew: skew.clone(),

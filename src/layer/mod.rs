@@ -1,10 +1,98 @@
-//! The tower layers: [`hmac`] signs, [`privy`] adds the identity token.
-//!
-//! Both are usually stacked below an [`AuthPolicyLayer`](crate::AuthPolicyLayer), which
-//! decides per route which of them acts.
+//! The tower layers: [`hmac`] signs, [`privy`] adds the identity token, and [`AuthLayer`]
+//! stacks both below an [`AuthPolicyLayer`], which decides per route which of them acts.
 
 pub mod hmac;
 pub mod privy;
+
+use tower_layer::Layer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::credentials::Credentials;
+use crate::policy::{AuthPolicy, AuthPolicyLayer, RouteTable};
+use hmac::{HmacSigning, HmacSigningLayer};
+use privy::{Identity, IdentityLayer};
+
+/// Policy → identity → HMAC signing in one layer, sharing one set of credentials.
+///
+/// The same three layers as stacking [`AuthPolicyLayer`], [`IdentityLayer::for_policy`] and
+/// [`HmacSigningLayer::for_policy`] by hand, with one saving: the signing layer holds the HMAC
+/// credentials itself, so the common request (HMAC with the stack's own token) carries its
+/// decision without a per-request extension.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use limitless_auth::{AuthLayer, Credentials, HmacCredentials, IdentityToken};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let creds = Credentials::new()
+///     .with_hmac(HmacCredentials::new("token-123", "c2VjcmV0")?)
+///     .with_identity(IdentityToken::new("privy-identity-token")?);
+/// let svc = ServiceBuilder::new()
+///     .layer(AuthLayer::new(creds))
+///     .service_fn(|req: Request<Full<Bytes>>| async move {
+///         let privy = req.uri().path() == "/auth/api-tokens/capabilities";
+///         assert_eq!(req.headers().contains_key("identity"), privy);
+///         assert_eq!(req.headers().contains_key("lmts-signature"), !privy);
+///         Ok::<_, std::convert::Infallible>(Response::new(()))
+///     });
+/// for path in ["/auth/api-tokens/capabilities", "/orders"] {
+///     svc.clone().oneshot(Request::get(path).body(Full::new(Bytes::new()))?).await?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct AuthLayer<C = SystemClock> {
+    policy: AuthPolicyLayer,
+    signing: HmacSigningLayer<C>,
+}
+
+impl AuthLayer<SystemClock> {
+    /// The three layers over the default Limitless [`RouteTable`].
+    pub fn new(credentials: Credentials) -> Self {
+        Self::with_table(credentials, RouteTable::limitless())
+    }
+
+    /// The three layers over a custom route table.
+    pub fn with_table(credentials: Credentials, table: RouteTable) -> Self {
+        let signing = match &credentials.hmac {
+            Some(hmac) => HmacSigningLayer::new(hmac.clone()),
+            None => HmacSigningLayer::for_policy(),
+        };
+        Self {
+            policy: AuthPolicyLayer::with_own_hmac_below(credentials, table),
+            signing,
+        }
+    }
+}
+
+impl<C> AuthLayer<C> {
+    /// Signs with timestamps from `clock`.
+    pub fn with_clock<D: Clock + Clone>(self, clock: D) -> AuthLayer<D> {
+        AuthLayer {
+            policy: self.policy,
+            signing: self.signing.with_clock(clock),
+        }
+    }
+
+    /// Sets the largest request body read and signed (default 1 MiB).
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.signing = self.signing.body_limit(limit);
+        self
+    }
+}
+
+impl<S, C: Clone> Layer<S> for AuthLayer<C> {
+    type Service = AuthPolicy<Identity<HmacSigning<S, C>>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.policy
+            .layer(IdentityLayer::for_policy().layer(self.signing.layer(inner)))
+    }
+}
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,167 @@
+//! The pure signer against the pre-keyed HMAC floor, and timestamp formatting against chrono.
+//!
+//! `cargo bench --bench sign`
+
+mod common;
+
+use std::hint::black_box;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use common::{GET_TARGET, Ratio, SECRET, TIMESTAMP, TOKEN_ID, alloc};
+use criterion::Criterion;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use limitless_auth::clock::SystemClock;
+use limitless_auth::sign::canonical_message;
+use limitless_auth::{HmacCredentials, Timestamp};
+use sha2::Sha256;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    target: &'static str,
+    body: Vec<u8>,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "get",
+            method: "GET",
+            target: GET_TARGET,
+            body: Vec::new(),
+        },
+        Case {
+            name: "post_512",
+            method: "POST",
+            target: "/orders",
+            body: common::json_512(),
+        },
+        Case {
+            name: "post_64k",
+            method: "POST",
+            target: "/orders",
+            body: common::body_64k(),
+        },
+    ]
+}
+
+fn bench_sign(c: &mut Criterion) {
+    let key = STANDARD.decode(SECRET).expect("valid");
+    let floor_mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
+    let creds = HmacCredentials::new(TOKEN_ID, SECRET).expect("valid");
+    let mut group = c.benchmark_group("sign");
+    for case in cases() {
+        let message = canonical_message(TIMESTAMP, case.method, case.target, &case.body);
+        // The floor: a pre-keyed MAC cloned, fed the whole prebuilt message, base64 on the stack.
+        group.bench_function(format!("{}_floor", case.name), |b| {
+            b.iter(|| {
+                let mut mac = floor_mac.clone();
+                mac.update(black_box(&message));
+                let tag = mac.finalize().into_bytes();
+                let mut out = [0u8; 44];
+                STANDARD.encode_slice(tag, &mut out).expect("44 bytes");
+                black_box(out)
+            })
+        });
+        group.bench_function(format!("{}_signer", case.name), |b| {
+            b.iter(|| {
+                black_box(creds.sign(
+                    black_box(TIMESTAMP),
+                    black_box(case.method),
+                    black_box(case.target),
+                    black_box(&case.body),
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_timestamp(c: &mut Criterion) {
+    let mut group = c.benchmark_group("timestamp");
+    group.bench_function("chrono", |b| {
+        b.iter(|| {
+            black_box(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+    });
+    group.bench_function("ours", |b| {
+        b.iter(|| black_box(Timestamp::now(&SystemClock).expect("in range")))
+    });
+    group.bench_function("clock_read_only", |b| {
+        b.iter(|| black_box(limitless_auth::clock::Clock::now_millis(&SystemClock)))
+    });
+    let mut ms = 1_774_269_296_789i64;
+    group.bench_function("format_only", |b| {
+        b.iter(|| {
+            ms += 1;
+            black_box(Timestamp::from_unix_millis(black_box(ms)).expect("in range"))
+        })
+    });
+    group.finish();
+}
+
+fn allocations() {
+    let creds = HmacCredentials::new(TOKEN_ID, SECRET).expect("valid");
+    println!("\nheap allocations per call (counting allocator, 1000 calls each)");
+    for case in cases() {
+        let (_, n) = alloc::count(|| {
+            for _ in 0..1000 {
+                black_box(creds.sign(TIMESTAMP, case.method, case.target, &case.body));
+            }
+        });
+        println!("  sign {:<10} {:.3}", case.name, n as f64 / 1000.0);
+    }
+    let (_, n) = alloc::count(|| {
+        for _ in 0..1000 {
+            black_box(Timestamp::now(&SystemClock).expect("in range"));
+        }
+    });
+    println!("  timestamp       {:.3}", n as f64 / 1000.0);
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_sign(&mut c);
+    bench_timestamp(&mut c);
+    c.final_summary();
+    allocations();
+    let rows = [
+        (
+            "pure signer, GET no body",
+            "sign/get_signer",
+            "sign/get_floor",
+        ),
+        (
+            "pure signer, POST 512 B JSON",
+            "sign/post_512_signer",
+            "sign/post_512_floor",
+        ),
+        (
+            "pure signer, POST 64 KiB",
+            "sign/post_64k_signer",
+            "sign/post_64k_floor",
+        ),
+    ];
+    let mut ratios: Vec<Ratio<'_>> = rows
+        .iter()
+        .map(|(what, n, d)| Ratio {
+            what,
+            numerator: n,
+            denominator: d,
+            target: 1.15,
+            at_least: false,
+        })
+        .collect();
+    ratios.push(Ratio {
+        what: "timestamp from the clock vs chrono to_rfc3339_opts",
+        numerator: "timestamp/ours",
+        denominator: "timestamp/chrono",
+        target: 0.5,
+        at_least: false,
+    });
+    common::report("signer ratios (this run)", &ratios);
+}
