@@ -8,16 +8,13 @@ use std::hint::black_box;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{GET_TARGET, Ratio, SECRET, TIMESTAMP, TOKEN_ID, alloc};
+use common::{GET_TARGET, Ratio, SECRET, TIMESTAMP, TOKEN_ID};
 use criterion::Criterion;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use limitless_auth::clock::SystemClock;
 use limitless_auth::sign::canonical_message;
 use limitless_auth::{HmacCredentials, Timestamp};
 use sha2::Sha256;
-
-#[global_allocator]
-static ALLOC: alloc::Counting = alloc::Counting;
 
 struct Case {
     name: &'static str,
@@ -104,31 +101,11 @@ fn bench_timestamp(c: &mut Criterion) {
     group.finish();
 }
 
-fn allocations() {
-    let creds = HmacCredentials::new(TOKEN_ID, SECRET).expect("valid");
-    println!("\nheap allocations per call (counting allocator, 1000 calls each)");
-    for case in cases() {
-        let (_, n) = alloc::count(|| {
-            for _ in 0..1000 {
-                black_box(creds.sign(TIMESTAMP, case.method, case.target, &case.body));
-            }
-        });
-        println!("  sign {:<10} {:.3}", case.name, n as f64 / 1000.0);
-    }
-    let (_, n) = alloc::count(|| {
-        for _ in 0..1000 {
-            black_box(Timestamp::now(&SystemClock).expect("in range"));
-        }
-    });
-    println!("  timestamp       {:.3}", n as f64 / 1000.0);
-}
-
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_sign(&mut c);
     bench_timestamp(&mut c);
     c.final_summary();
-    allocations();
     let rows = [
         (
             "pure signer, GET no body",

@@ -91,6 +91,23 @@ impl HmacCredentials {
         path_and_query: &str,
         body: &[u8],
     ) -> Signature {
+        self.sign_bytes(
+            timestamp.as_bytes(),
+            method.as_bytes(),
+            path_and_query.as_bytes(),
+            body,
+        )
+    }
+
+    /// [`HmacCredentials::sign`] over byte slices, for callers that hold bytes already.
+    #[inline]
+    pub(crate) fn sign_bytes(
+        &self,
+        timestamp: &[u8],
+        method: &[u8],
+        path_and_query: &[u8],
+        body: &[u8],
+    ) -> Signature {
         let mut mac = self.mac().clone();
         feed(&mut mac, timestamp, method, path_and_query, body);
         let tag: [u8; 32] = mac.finalize().into_bytes().into();
@@ -128,7 +145,12 @@ impl HmacCredentials {
         match STANDARD.decode_slice(signature, &mut tag) {
             Ok(32) => {
                 let mut mac = self.mac().clone();
-                feed(&mut mac, timestamp, method, path_and_query, body);
+                let (ts, m, pq) = (
+                    timestamp.as_bytes(),
+                    method.as_bytes(),
+                    path_and_query.as_bytes(),
+                );
+                feed(&mut mac, ts, m, pq, body);
                 mac.verify_slice(&tag[..32]).is_ok()
             }
             _ => false,
@@ -165,12 +187,7 @@ fn encode_tag(tag: &[u8; 32]) -> [u8; SIGNATURE_LEN] {
 /// in a small stack buffer when it fits, so that a typical request costs the MAC one update
 /// call for the head and one for the body; the body itself is never copied.
 #[inline(always)]
-fn feed(mac: &mut HmacSha256, timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) {
-    let (ts, m, pq) = (
-        timestamp.as_bytes(),
-        method.as_bytes(),
-        path_and_query.as_bytes(),
-    );
+fn feed(mac: &mut HmacSha256, ts: &[u8], m: &[u8], pq: &[u8], body: &[u8]) {
     match <&[u8; TIMESTAMP_LEN]>::try_from(ts) {
         Ok(ts) if m.len() <= MAX_STAGED_METHOD && pq.len() < HEAD_STAGE - STAGED_PREFIX => {
             let mut head = [0u8; HEAD_STAGE];

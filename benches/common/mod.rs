@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod alloc;
+pub mod requests;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -194,7 +194,12 @@ fn apply<C: Clock>(
     body: &[u8],
 ) -> Result<(), SigningError> {
     let ts = Timestamp::now(clock)?;
-    let sig = creds.sign(ts.as_str(), method.as_str(), target, body);
+    let sig = creds.sign_bytes(
+        ts.as_bytes(),
+        method.as_str().as_bytes(),
+        target.as_bytes(),
+        body,
+    );
     headers.reserve(3);
     headers.insert(LMTS_API_KEY, creds.token_id_header().clone());
     headers.insert(LMTS_TIMESTAMP, sensitive(ts.as_bytes()));
