@@ -464,3 +464,20 @@ async fn clones_share_one_client_across_tasks() {
     assert_eq!(seen.len(), 16);
     assert!(seen.iter().all(|r| r.signature_valid == Some(true)));
 }
+
+/// Every client future can be spawned onto a multi-threaded runtime.
+#[test]
+fn client_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let c = Client::builder()
+        .base_url("http://127.0.0.1:9")
+        .build()
+        .expect("client");
+    send(&c.capabilities());
+    send(&c.derive_token(Some("l"), Some(&[Scope::Trading])));
+    send(&c.list_tokens());
+    send(&c.revoke_token("t"));
+    send(&c.request(Method::GET, "/x", None));
+    send(&c.send(Request::new(Bytes::new())));
+    send(&c.json::<serde_json::Value>(Method::POST, "/x", Some(&1)));
+}

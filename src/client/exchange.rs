@@ -4,17 +4,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body::Body;
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use tower_service::Service;
 
 use super::error::Error;
 use crate::BoxError;
+use crate::body::{BodyError, Collect, get_unhashed};
 use crate::clock::{Clock, OffsetClock};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -52,6 +52,8 @@ impl AttemptError {
 pub struct SkewTracker {
     clock: OffsetClock<Arc<dyn Clock>>,
     threshold_ms: i64,
+    /// The local second of the last measurement: one a second is plenty.
+    measured_second: Arc<AtomicI64>,
 }
 
 /// `Date` has whole seconds: an offset below this is indistinguishable from none.
@@ -62,6 +64,7 @@ impl SkewTracker {
         Self {
             clock: OffsetClock::new(base),
             threshold_ms: i64::try_from(threshold.as_millis()).unwrap_or(i64::MAX),
+            measured_second: Arc::new(AtomicI64::new(i64::MIN)),
         }
     }
 
@@ -92,13 +95,25 @@ impl SkewTracker {
 
     /// Records the offset measured from a response's `Date`, sent at `sent` and received at
     /// `received` (local milliseconds). Cached responses (with `Age`) and unparsable dates are
-    /// ignored.
-    pub(crate) fn observe(&self, headers: &HeaderMap, sent: i64, received: i64) {
-        if headers.contains_key(http::header::AGE) {
+    /// ignored. Once a second is enough, except for a 401, which may be the symptom of skew and
+    /// is always measured.
+    pub(crate) fn observe(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        sent: i64,
+        received: i64,
+    ) {
+        let second = received.div_euclid(1000);
+        if status != StatusCode::UNAUTHORIZED
+            && self.measured_second.load(Ordering::Relaxed) == second
+        {
             return;
         }
-        let Some(date) = headers
-            .get(http::header::DATE)
+        if get_unhashed(headers, &http::header::AGE).is_some() {
+            return;
+        }
+        let Some(date) = get_unhashed(headers, &http::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| httpdate::parse_http_date(s).ok())
         else {
@@ -120,6 +135,7 @@ impl SkewTracker {
             offset
         };
         self.clock.set_offset_millis(applied);
+        self.measured_second.store(second, Ordering::Relaxed);
     }
 }
 
@@ -132,68 +148,55 @@ impl std::fmt::Debug for SkewTracker {
     }
 }
 
-/// The per-attempt service: timeout, skew observation, bounded response body.
-#[derive(Clone)]
-pub(crate) struct Exchange<S> {
-    pub(crate) inner: S,
-    pub(crate) skew: SkewTracker,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) response_limit: usize,
-}
-
-impl<S, B> Service<Request<Full<Bytes>>> for Exchange<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<Bytes>;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response<Bytes>, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
-        let timeout = req
-            .extensions()
-            .get::<RequestTimeout>()
-            .map(|t| t.0)
-            .or(self.timeout);
-        let skew = self.skew.clone();
-        let limit = self.response_limit;
-        let sent = skew.local_now();
-        // Calling now (not inside the async block) signs now: the timestamp is taken as close
-        // to sending as the stack allows.
-        let response = self.inner.call(req);
-        let work = async move {
-            let response = response.await.map_err(Into::into)?;
-            skew.observe(response.headers(), sent, skew.local_now());
-            let (parts, body) = response.into_parts();
-            let bytes = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => {
-                    return Err(AttemptError::TooLarge {
-                        status: parts.status,
-                        limit,
+/// One attempt through `svc`: the timeout (the request's [`RequestTimeout`], else `timeout`)
+/// covers sending, the response head and the body; the response's `Date` feeds `skew`; the body
+/// is read up to `limit` bytes (a single chunk is kept without a copy).
+pub(crate) async fn attempt(
+    svc: &mut super::Stack,
+    req: Request<Full<Bytes>>,
+    timeout: Option<Duration>,
+    skew: &SkewTracker,
+    limit: usize,
+) -> Result<Response<Bytes>, BoxError> {
+    let timeout = req
+        .extensions()
+        .get::<RequestTimeout>()
+        .map(|t| t.0)
+        .or(timeout);
+    tower::ServiceExt::<Request<Full<Bytes>>>::ready(&mut *svc).await?;
+    let sent = skew.local_now();
+    // Calling now signs now: the timestamp is taken as close to sending as the stack allows.
+    let response = svc.call(req);
+    let work = async move {
+        let response = response.await?;
+        skew.observe(
+            response.status(),
+            response.headers(),
+            sent,
+            skew.local_now(),
+        );
+        let (parts, body) = response.into_parts();
+        let bytes = Collect::new(body, limit, None)
+            .await
+            .map_err(|e| -> BoxError {
+                match e {
+                    BodyError::TooLarge { .. } | BodyError::TooLargeDeclared { .. } => {
+                        Box::new(AttemptError::TooLarge {
+                            status: parts.status,
+                            limit,
+                        })
                     }
-                    .into());
+                    BodyError::Stream(e) => Box::new(AttemptError::BodyRead(e)),
+                    other => Box::new(AttemptError::BodyRead(Box::new(other))),
                 }
-                Err(e) => return Err(AttemptError::BodyRead(e).into()),
-            };
-            Ok(Response::from_parts(parts, bytes))
-        };
-        Box::pin(async move {
-            match timeout {
-                Some(limit) => tokio::time::timeout(limit, work)
-                    .await
-                    .unwrap_or_else(|_| Err(AttemptError::Timeout(limit).into())),
-                None => work.await,
-            }
-        })
+            })?;
+        Ok(Response::from_parts(parts, bytes))
+    };
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(AttemptError::Timeout(limit).into())),
+        None => work.await,
     }
 }
 
@@ -224,6 +227,7 @@ mod tests {
     fn learns_offset_from_date_at_the_midpoint() {
         let (t, _) = tracker(DATE_MS - 60_000);
         t.observe(
+            StatusCode::OK,
             &date("Sun, 06 Nov 1994 08:49:37 GMT"),
             DATE_MS - 60_200,
             DATE_MS - 59_800,
@@ -237,6 +241,7 @@ mod tests {
     fn agreeing_clocks_apply_no_offset() {
         let (t, _) = tracker(DATE_MS);
         t.observe(
+            StatusCode::OK,
             &date("Sun, 06 Nov 1994 08:49:37 GMT"),
             DATE_MS,
             DATE_MS + 40,
@@ -250,7 +255,7 @@ mod tests {
         let (t, _) = tracker(0);
         let mut cached = date("Sun, 06 Nov 1994 08:49:37 GMT");
         cached.insert(http::header::AGE, HeaderValue::from_static("30"));
-        t.observe(&cached, 0, 0);
+        t.observe(StatusCode::OK, &cached, 0, 0);
         assert_eq!(t.offset_millis(), 0);
         for garbage in [
             "yesterday",
@@ -263,7 +268,7 @@ mod tests {
             if let Ok(v) = HeaderValue::from_str(garbage) {
                 h.insert(http::header::DATE, v);
             }
-            t.observe(&h, 0, 0);
+            t.observe(StatusCode::OK, &h, 0, 0);
             assert_eq!(t.offset_millis(), 0, "{garbage:?}");
         }
         let mut h = HeaderMap::new();
@@ -271,7 +276,29 @@ mod tests {
             http::header::DATE,
             HeaderValue::from_bytes(&[0xff, b'x']).expect("opaque header"),
         );
-        t.observe(&h, 0, 0);
+        t.observe(StatusCode::OK, &h, 0, 0);
         assert_eq!(t.offset_millis(), 0);
+    }
+
+    #[test]
+    fn measures_once_a_second_but_every_401() {
+        let (t, _) = tracker(0);
+        let ok = date("Sun, 06 Nov 1994 08:49:37 GMT");
+        t.observe(StatusCode::OK, &ok, DATE_MS - 10_000, DATE_MS - 10_000);
+        assert_eq!(t.offset_millis(), 10_500);
+        // Same local second: not measured again.
+        t.observe(StatusCode::OK, &ok, DATE_MS - 20_000, DATE_MS - 9_999);
+        assert_eq!(t.offset_millis(), 10_500);
+        // A 401 always is.
+        t.observe(
+            StatusCode::UNAUTHORIZED,
+            &ok,
+            DATE_MS - 9_500,
+            DATE_MS - 9_500,
+        );
+        assert_eq!(t.offset_millis(), 10_000);
+        // The next second is.
+        t.observe(StatusCode::OK, &ok, DATE_MS - 30_000, DATE_MS - 8_500);
+        assert_ne!(t.offset_millis(), 10_000);
     }
 }

@@ -29,6 +29,7 @@
 mod error;
 mod exchange;
 pub mod retry;
+mod transport;
 
 use std::fmt;
 use std::sync::Arc;
@@ -41,8 +42,6 @@ use http_body::Body;
 use http_body_util::Full;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tower::ServiceExt as _;
-use tower::util::BoxCloneSyncService;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
@@ -50,11 +49,14 @@ pub use error::{Error, RawBody, error_message};
 pub use exchange::{RequestTimeout, SkewTracker};
 pub use retry::{Retry, RetryConfig, RetryLayer};
 
+use crate::clock::OffsetClock;
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken};
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities, Scope};
-use crate::{AuthLayer, BoxError, DEFAULT_BODY_LIMIT, RouteTable};
-use exchange::Exchange;
+use crate::{
+    AuthLayer, AuthPolicy, BoxError, DEFAULT_BODY_LIMIT, HmacSigning, Identity, RouteTable,
+};
+use transport::Transport;
 
 /// The production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.limitless.exchange";
@@ -439,7 +441,7 @@ impl ClientBuilder {
     /// Builds the client over the default transport ([`https_transport`]).
     pub fn build(self) -> Result<Client, Error> {
         let transport = https_transport(self.connect_timeout)?;
-        self.build_with_transport(transport)
+        self.build_over(Transport::Https(Arc::new(transport)))
     }
 
     /// Builds the client over any tower service that sends `Request<Full<Bytes>>`.
@@ -451,26 +453,24 @@ impl ClientBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.build_over(Transport::custom(transport))
+    }
+
+    fn build_over(self, transport: Transport) -> Result<Client, Error> {
         let base = BaseUrl::parse(&self.base_url)?;
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::InvalidRequest("the user agent is not a header value".into()))?;
         let skew = SkewTracker::new(self.clock, self.skew_threshold);
-        let auth = AuthLayer::with_table(self.credentials, self.routes)
+        let stack = AuthLayer::with_table(self.credentials, self.routes)
             .with_clock(skew.clock())
             .body_limit(self.body_limit)
             .layer(transport);
-        let exchange = Exchange {
-            inner: auth,
-            skew: skew.clone(),
-            timeout: self.timeout,
-            response_limit: self.response_limit,
-        };
-        let stack = RetryLayer::new(self.retry)
-            .with_skew(skew.clone())
-            .layer(exchange);
         Ok(Client {
             inner: Arc::new(Inner {
-                svc: BoxCloneSyncService::new(stack),
+                stack,
+                retry: self.retry,
+                timeout: self.timeout,
+                response_limit: self.response_limit,
                 base,
                 user_agent,
                 skew,
@@ -479,6 +479,9 @@ impl ClientBuilder {
     }
 }
 
+/// The authentication stack over the transport.
+pub(crate) type Stack = AuthPolicy<Identity<HmacSigning<Transport, OffsetClock<Arc<dyn Clock>>>>>;
+
 /// A Limitless API client: see the [module docs](self).
 #[derive(Clone)]
 pub struct Client {
@@ -486,7 +489,10 @@ pub struct Client {
 }
 
 struct Inner {
-    svc: BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>,
+    stack: Stack,
+    retry: RetryConfig,
+    timeout: Option<Duration>,
+    response_limit: usize,
     base: BaseUrl,
     user_agent: HeaderValue,
     skew: SkewTracker,
@@ -520,11 +526,6 @@ impl Client {
     pub async fn send(&self, req: Request<Bytes>) -> Result<ApiResponse, Error> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.inner.base.resolve(&parts.uri)?;
-        if !parts.headers.contains_key(http::header::USER_AGENT) {
-            parts
-                .headers
-                .insert(http::header::USER_AGENT, self.inner.user_agent.clone());
-        }
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!(
             "limitless.request",
@@ -539,7 +540,27 @@ impl Client {
             skew_ms = tracing::field::Empty,
         );
         let req = Request::from_parts(parts, Full::new(body));
-        let fut = self.inner.svc.clone().oneshot(req);
+        let inner = &*self.inner;
+        let fut = async move {
+            let mut stack = inner.stack.clone();
+            let mut state = retry::RetryState::new(&inner.retry, Some(&inner.skew), req);
+            let limit = inner.response_limit;
+            loop {
+                let mut req = state.next_request();
+                // Added per attempt rather than to the request kept for retries, whose headers
+                // are then usually empty and cost nothing to copy.
+                if !req.headers().contains_key(http::header::USER_AGENT) {
+                    req.headers_mut()
+                        .insert(http::header::USER_AGENT, inner.user_agent.clone());
+                }
+                let result =
+                    exchange::attempt(&mut stack, req, inner.timeout, &inner.skew, limit).await;
+                match state.after(&result) {
+                    Some(wait) => retry::pause(wait).await,
+                    None => break result,
+                }
+            }
+        };
         #[cfg(feature = "tracing")]
         let fut = tracing::Instrument::instrument(fut, span);
         let resp = fut.await.map_err(Error::from_stack)?;

@@ -177,24 +177,20 @@ impl RetryConfig {
 }
 
 /// Retries requests per a [`RetryConfig`]: see the [module docs](self).
+///
+/// The skewed-401 retry needs the client's clock-skew tracking and is the client's alone; this
+/// layer never applies it.
 #[derive(Clone, Debug)]
 pub struct RetryLayer {
     config: Arc<RetryConfig>,
-    skew: Option<SkewTracker>,
 }
 
 impl RetryLayer {
-    /// Retries per `config`. The skewed-401 retry needs a skew tracker and is off here.
+    /// Retries per `config`.
     pub fn new(config: RetryConfig) -> Self {
         Self {
             config: Arc::new(config),
-            skew: None,
         }
-    }
-
-    pub(crate) fn with_skew(mut self, skew: SkewTracker) -> Self {
-        self.skew = Some(skew);
-        self
     }
 }
 
@@ -204,7 +200,6 @@ impl<S> Layer<S> for RetryLayer {
         Retry {
             inner,
             config: self.config.clone(),
-            skew: self.skew.clone(),
         }
     }
 }
@@ -215,7 +210,6 @@ impl<S> Layer<S> for RetryLayer {
 pub struct Retry<S> {
     inner: S,
     config: Arc<RetryConfig>,
-    skew: Option<SkewTracker>,
 }
 
 impl<S> Service<Request<Full<Bytes>>> for Retry<S>
@@ -236,20 +230,23 @@ where
 
     fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
         let clone = self.inner.clone();
-        let ready = mem::replace(&mut self.inner, clone);
-        Box::pin(run(ready, req, self.config.clone(), self.skew.clone()))
+        let inner = mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        Box::pin(async move {
+            let mut inner = inner;
+            let mut state = RetryState::new(&config, None, req);
+            // The first attempt uses the service poll_ready prepared; later ones wait anew.
+            let mut result = inner.call(state.next_request()).await;
+            while let Some(wait) = state.after(&result) {
+                pause(wait).await;
+                result = match inner.ready().await {
+                    Ok(svc) => svc.call(state.next_request()).await,
+                    Err(e) => Err(e),
+                };
+            }
+            result
+        })
     }
-}
-
-/// A copy of `template` for one attempt: headers and extensions cloned, body shared.
-fn attempt_request(template: &http::request::Parts, body: &Full<Bytes>) -> Request<Full<Bytes>> {
-    let mut req = Request::new(body.clone());
-    *req.method_mut() = template.method.clone();
-    *req.uri_mut() = template.uri.clone();
-    *req.version_mut() = template.version;
-    *req.headers_mut() = template.headers.clone();
-    *req.extensions_mut() = template.extensions.clone();
-    req
 }
 
 /// Why an attempt is repeated (for tracing).
@@ -263,102 +260,142 @@ enum Reason {
     MaybeSent,
 }
 
-async fn run<S>(
-    mut inner: S,
-    req: Request<Full<Bytes>>,
-    config: Arc<RetryConfig>,
-    skew: Option<SkewTracker>,
-) -> Result<Response<Bytes>, BoxError>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>,
-{
-    let (parts, body) = req.into_parts();
-    let idempotent = is_idempotent(&parts.method);
-    let started = tokio::time::Instant::now();
-    let mut retries = 0u32;
-    let mut attempt = 0u32;
-    let mut skew_retry_left = config.retry_skewed_unauthorized && skew.is_some();
-    loop {
-        if attempt > 0 {
-            inner.ready().await?;
+/// The retry bookkeeping of one request: whether (and after how long) to attempt again.
+///
+/// The layer and the client each drive it with their own loop:
+///
+/// ```text
+/// let mut state = RetryState::new(&config, skew, req);
+/// loop {
+///     let result = send(state.next_request()).await;
+///     match state.after(&result) {
+///         Some(wait) => sleep(wait).await,
+///         None => return result,
+///     }
+/// }
+/// ```
+pub(crate) struct RetryState<'a> {
+    config: &'a RetryConfig,
+    skew: Option<&'a SkewTracker>,
+    parts: http::request::Parts,
+    body: Full<Bytes>,
+    idempotent: bool,
+    started: tokio::time::Instant,
+    retries: u32,
+    attempts: u32,
+    skew_retry_left: bool,
+}
+
+impl<'a> RetryState<'a> {
+    pub(crate) fn new(
+        config: &'a RetryConfig,
+        skew: Option<&'a SkewTracker>,
+        req: Request<Full<Bytes>>,
+    ) -> Self {
+        let (parts, body) = req.into_parts();
+        Self {
+            config,
+            skew,
+            idempotent: is_idempotent(&parts.method),
+            parts,
+            body,
+            started: tokio::time::Instant::now(),
+            retries: 0,
+            attempts: 0,
+            skew_retry_left: config.retry_skewed_unauthorized && skew.is_some(),
         }
-        attempt += 1;
+    }
+
+    /// The request for the next attempt: headers and extensions copied, the body shared.
+    pub(crate) fn next_request(&mut self) -> Request<Full<Bytes>> {
+        self.attempts += 1;
         #[cfg(feature = "tracing")]
-        tracing::Span::current().record("attempt", attempt);
-        let result = inner.call(attempt_request(&parts, &body)).await;
+        tracing::Span::current().record("attempt", self.attempts);
+        let mut req = Request::new(self.body.clone());
+        *req.method_mut() = self.parts.method.clone();
+        *req.uri_mut() = self.parts.uri.clone();
+        *req.version_mut() = self.parts.version;
+        *req.headers_mut() = self.parts.headers.clone();
+        *req.extensions_mut() = self.parts.extensions.clone();
+        req
+    }
+
+    /// After an attempt: `Some(wait)` to attempt again after `wait`, `None` to return `result`.
+    pub(crate) fn after(&mut self, result: &Result<Response<Bytes>, BoxError>) -> Option<Duration> {
+        let (config, skew) = (self.config, self.skew);
         #[cfg(feature = "tracing")]
         {
             let span = tracing::Span::current();
-            if let Ok(resp) = &result {
-                span.record("status", resp.status().as_u16());
-            }
-            if let Some(skew) = &skew {
+            if let Some(skew) = skew {
                 span.record("skew_ms", skew.offset_millis());
             }
-            match &result {
-                Ok(resp) => tracing::trace!(attempt, status = resp.status().as_u16(), "response"),
-                Err(e) => tracing::debug!(attempt, error = %e, "attempt failed"),
+            match result {
+                Ok(resp) => {
+                    span.record("status", resp.status().as_u16());
+                    let status = resp.status().as_u16();
+                    tracing::trace!(attempt = self.attempts, status, "response");
+                }
+                Err(e) => tracing::debug!(attempt = self.attempts, error = %e, "attempt failed"),
             }
         }
-        let attempts_left = retries + 1 < config.max_attempts;
+        let attempts_left = self.retries + 1 < config.max_attempts;
+        let backoff = || config.backoff(self.retries + 1);
         // (delay, counted against max_attempts, reason)
-        let next = match &result {
+        let next = match result {
             Ok(resp) => match resp.status() {
                 StatusCode::TOO_MANY_REQUESTS if attempts_left => {
-                    let now = skew
-                        .as_ref()
-                        .map_or_else(|| SystemClock.now_millis(), SkewTracker::server_now);
+                    let now =
+                        skew.map_or_else(|| SystemClock.now_millis(), SkewTracker::server_now);
                     match retry_after(resp.headers(), resp.body(), now) {
                         Some(d) if d > config.max_retry_after => None,
                         Some(d) => Some((d, true, Reason::RateLimited)),
-                        None => Some((config.backoff(retries + 1), true, Reason::RateLimited)),
+                        None => Some((backoff(), true, Reason::RateLimited)),
                     }
                 }
                 StatusCode::BAD_GATEWAY
                 | StatusCode::SERVICE_UNAVAILABLE
                 | StatusCode::GATEWAY_TIMEOUT
-                    if idempotent && attempts_left =>
+                    if self.idempotent && attempts_left =>
                 {
-                    Some((config.backoff(retries + 1), true, Reason::Unavailable))
+                    Some((backoff(), true, Reason::Unavailable))
                 }
                 StatusCode::UNAUTHORIZED
-                    if skew_retry_left
-                        && skew.as_ref().is_some_and(SkewTracker::exceeds_threshold) =>
+                    if self.skew_retry_left && skew.is_some_and(SkewTracker::exceeds_threshold) =>
                 {
                     // Re-signed with the corrected clock. Not counted: it corrects the clock,
                     // not the network.
-                    skew_retry_left = false;
+                    self.skew_retry_left = false;
                     Some((Duration::ZERO, false, Reason::SkewedUnauthorized))
                 }
                 _ => None,
             },
             Err(e) if attempts_left => match classify(e) {
-                Failure::NotSent => Some((config.backoff(retries + 1), true, Reason::NotSent)),
-                Failure::MaybeSent if idempotent => {
-                    Some((config.backoff(retries + 1), true, Reason::MaybeSent))
-                }
+                Failure::NotSent => Some((backoff(), true, Reason::NotSent)),
+                Failure::MaybeSent if self.idempotent => Some((backoff(), true, Reason::MaybeSent)),
                 _ => None,
             },
             Err(_) => None,
         };
-        let Some((wait, counted, _reason)) =
-            next.filter(|(w, _, _)| started.elapsed() + *w <= config.max_elapsed)
-        else {
-            return result;
-        };
+        let (wait, counted, _reason) =
+            next.filter(|(w, _, _)| self.started.elapsed() + *w <= config.max_elapsed)?;
         #[cfg(feature = "tracing")]
         tracing::debug!(
-            attempt,
+            attempt = self.attempts,
             delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             reason = ?_reason,
             "retrying"
         );
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
         if counted {
-            retries += 1;
+            self.retries += 1;
         }
+        Some(wait)
+    }
+}
+
+/// Waits before a retry (a zero wait does not touch the timer).
+pub(crate) async fn pause(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }
 

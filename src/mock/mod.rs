@@ -173,6 +173,7 @@ pub struct MockConfig {
     window_ms: i64,
     legacy_no_row_default: bool,
     addr: SocketAddr,
+    record: bool,
 }
 
 impl Default for MockConfig {
@@ -182,6 +183,7 @@ impl Default for MockConfig {
             window_ms: WINDOW_MS,
             legacy_no_row_default: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            record: true,
         }
     }
 }
@@ -196,6 +198,12 @@ impl MockConfig {
     /// Answer the older `false`/`[]` capabilities for profiles without a row.
     pub fn legacy_no_row_default(mut self, legacy: bool) -> Self {
         self.legacy_no_row_default = legacy;
+        self
+    }
+
+    /// Whether to record requests (default true); benchmarks that send millions turn it off.
+    pub fn record_requests(mut self, record: bool) -> Self {
+        self.record = record;
         self
     }
 
@@ -231,7 +239,10 @@ struct State {
     clock: OffsetClock<Arc<dyn Clock>>,
     window_ms: i64,
     legacy_no_row_default: bool,
+    record: bool,
     seq: AtomicU64,
+    /// Whether any fault was ever injected (spares the lock otherwise).
+    faults_set: std::sync::atomic::AtomicBool,
     tokens: Mutex<HashMap<String, TokenRecord>>,
     requests: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Faults>,
@@ -277,7 +288,9 @@ impl MockServer {
             clock: OffsetClock::new(config.clock),
             window_ms: config.window_ms,
             legacy_no_row_default: config.legacy_no_row_default,
+            record: config.record,
             seq: AtomicU64::new(0),
+            faults_set: std::sync::atomic::AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
@@ -354,18 +367,21 @@ impl MockServer {
     /// Applies `fault` to the next request that has none queued before it.
     pub fn inject(&self, fault: Fault) {
         lock(&self.state.faults).next.push_back(fault);
+        self.state.faults_set.store(true, Ordering::Relaxed);
     }
 
     /// Applies `fault` to each of the next `times` requests.
     pub fn inject_times(&self, fault: Fault, times: usize) {
         let mut f = lock(&self.state.faults);
         f.next.extend(std::iter::repeat_n(fault, times));
+        self.state.faults_set.store(true, Ordering::Relaxed);
     }
 
     /// Applies `fault` to every `n`th request from now on (counting all requests received).
     pub fn inject_every(&self, n: u64, fault: Fault) {
         if n > 0 {
             lock(&self.state.faults).every.push((n, fault));
+            self.state.faults_set.store(true, Ordering::Relaxed);
         }
     }
 
@@ -441,7 +457,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
     let response = match fault {
         Some(Fault::DropConnection) => {
             record.faulted = true;
-            lock(&state.requests).push(record);
+            state.keep(record);
             return Err(Dropped);
         }
         Some(Fault::Delay(d)) => {
@@ -456,7 +472,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
     };
     let response = state.finish(response);
     record.status = Some(response.status());
-    lock(&state.requests).push(record);
+    state.keep(record);
     Ok(response)
 }
 
@@ -535,6 +551,12 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl State {
+    fn keep(&self, record: RecordedRequest) {
+        if self.record {
+            lock(&self.requests).push(record);
+        }
+    }
+
     fn now_text(&self) -> String {
         Timestamp::from_unix_millis(self.clock.now_millis())
             .map(|t| t.as_str().to_owned())
@@ -542,6 +564,9 @@ impl State {
     }
 
     fn take_fault(&self, seq: u64) -> Option<Fault> {
+        if !self.faults_set.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut faults = lock(&self.faults);
         if let Some(f) = faults.next.pop_front() {
             return Some(f);

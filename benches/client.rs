@@ -1,0 +1,214 @@
+//! The whole client against a bare hyper-util client, on loopback, against the mock server.
+//!
+//! `cargo bench --bench client --features client,mock`
+//!
+//! Both clients send `GET /markets/active` to the same in-process mock server, which answers
+//! that route the same way whatever the authentication (it does not verify there), so the two
+//! differ only by the client's own work: route policy, signing, retry and timeout layers, clock
+//! skew tracking and response collection. The server runs on its own runtime thread, the
+//! clients on another.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput};
+use futures_util::future::join_all;
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use limitless_auth::HmacCredentials;
+use limitless_auth::client::Client;
+use limitless_auth::mock::{MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
+use tower::Layer as _;
+
+const PATH: &str = "/markets/active";
+
+/// Runs `f` on the runtime's worker thread (not on the calling thread, as `block_on` would), so
+/// that each side has one thread: the clients and their connections on one, the server on
+/// the other.
+fn on_worker<F, T>(rt: &tokio::runtime::Runtime, f: F) -> T
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    rt.block_on(async move { tokio::spawn(f).await.expect("benchmark task") })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+type Bare = HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn bare_get(client: Bare, uri: Uri) {
+    let req = Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("response");
+    assert!(resp.status().is_success());
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    std::hint::black_box(body);
+}
+
+async fn ours_get(client: Client) {
+    let resp = client
+        .request(Method::GET, PATH, None)
+        .await
+        .expect("response");
+    assert!(resp.status.is_success());
+    std::hint::black_box(resp.body);
+}
+
+fn bench(c: &mut Criterion) {
+    let server_rt = runtime();
+    let mock = server_rt.block_on(async {
+        MockServer::builder()
+            .record_requests(false)
+            .start()
+            .await
+            .expect("mock")
+    });
+    let uri: Uri = format!("{}{PATH}", mock.base_url()).parse().expect("uri");
+    let rt = runtime();
+    let bare: Bare = HyperClient::builder(TokioExecutor::new()).build_http();
+    let ours = rt.block_on(async {
+        Client::builder()
+            .base_url(mock.base_url())
+            .hmac(HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"))
+            .build()
+            .expect("client")
+    });
+
+    // For reference: the auth layers alone over the same hyper-util client, without the
+    // client's retry, timeout, skew tracking and response handling.
+    let layered =
+        limitless_auth::AuthLayer::new(limitless_auth::Credentials::new().with_hmac(
+            HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"),
+        ))
+        .layer(bare.clone());
+    let mut group = c.benchmark_group("client");
+    for in_flight in [1usize, 64] {
+        group.throughput(Throughput::Elements(in_flight as u64));
+        let (b_client, b_uri) = (bare.clone(), uri.clone());
+        group.bench_function(format!("bare_{in_flight}"), |b| {
+            b.iter_custom(|iters| {
+                let (client, uri) = (b_client.clone(), b_uri.clone());
+                on_worker(&rt, async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        join_all((0..in_flight).map(|_| bare_get(client.clone(), uri.clone())))
+                            .await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        {
+            let (l_svc, l_uri) = (layered.clone(), uri.clone());
+            group.bench_function(format!("layered_{in_flight}"), |b| {
+                b.iter_custom(|iters| {
+                    let (svc, uri) = (l_svc.clone(), l_uri.clone());
+                    on_worker(&rt, async move {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            join_all((0..in_flight).map(|_| {
+                                let svc = svc.clone();
+                                let uri = uri.clone();
+                                async move {
+                                    use tower::ServiceExt as _;
+                                    let req = Request::get(uri)
+                                        .body(Full::new(Bytes::new()))
+                                        .expect("req");
+                                    let resp = svc.oneshot(req).await.expect("resp");
+                                    std::hint::black_box(
+                                        resp.into_body().collect().await.expect("body").to_bytes(),
+                                    );
+                                }
+                            }))
+                            .await;
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+        let o_client = ours.clone();
+        group.bench_function(format!("ours_{in_flight}"), |b| {
+            b.iter_custom(|iters| {
+                let client = o_client.clone();
+                on_worker(&rt, async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        join_all((0..in_flight).map(|_| ours_get(client.clone()))).await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+    drop(mock);
+    server_rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    println!("\nclient throughput (this run)");
+    println!(
+        "{:<40} {:>14} {:>14} {:>7}  target",
+        "case", "ours req/s", "bare req/s", "ratio"
+    );
+    for (what, ours, bare, n, target) in [
+        (
+            "the client, 1 in flight",
+            "client/ours_1",
+            "client/bare_1",
+            1.0,
+            Some(0.93),
+        ),
+        (
+            "the client, 64 in flight",
+            "client/ours_64",
+            "client/bare_64",
+            64.0,
+            Some(0.93),
+        ),
+        (
+            "auth layers alone, 1 in flight",
+            "client/layered_1",
+            "client/bare_1",
+            1.0,
+            None,
+        ),
+        (
+            "auth layers alone, 64 in flight",
+            "client/layered_64",
+            "client/bare_64",
+            64.0,
+            None,
+        ),
+    ] {
+        match (common::median_ns(ours), common::median_ns(bare)) {
+            (Some(o), Some(b)) => {
+                let (o_rps, b_rps) = (n * 1e9 / o, n * 1e9 / b);
+                let ratio = o_rps / b_rps;
+                let verdict = match target {
+                    Some(t) if ratio >= t => format!(">= {t:.2} met"),
+                    Some(t) => format!(">= {t:.2} MISSED"),
+                    None => "(reference)".to_owned(),
+                };
+                println!("{what:<40} {o_rps:>14.0} {b_rps:>14.0} {ratio:>7.3}  {verdict}");
+            }
+            _ => println!("{what:<40} (not measured in this run)"),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The client's transport: the built-in hyper-util client, or any tower service, behind one
+//! concrete type so the default path needs no boxing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Either, Full};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
+use tower_service::Service;
+
+use super::HttpsTransport;
+use super::exchange::BoxFuture;
+use crate::BoxError;
+
+type CustomBody = UnsyncBoxBody<Bytes, BoxError>;
+type Custom = BoxCloneSyncService<Request<Full<Bytes>>, Response<CustomBody>, BoxError>;
+
+/// The built-in transport, or a caller's service, boxed.
+///
+/// The hyper-util client sits behind an `Arc` and is called through `&Client`: cloning the
+/// transport for a request is one reference-count increment, and futures stay small.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Https(Arc<HttpsTransport>),
+    Custom(Custom),
+}
+
+impl Transport {
+    /// Wraps any tower service that sends `Request<Full<Bytes>>`.
+    pub(crate) fn custom<T, B>(service: T) -> Self
+    where
+        T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        T::Error: Into<BoxError>,
+        T::Future: Send,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let service = service
+            .map_response(|resp: Response<B>| resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+            .map_err(Into::into);
+        Self::Custom(BoxCloneSyncService::new(service))
+    }
+}
+
+pin_project! {
+    #[project = TransportFutureProj]
+    pub(crate) enum TransportFuture {
+        Https { #[pin] fut: hyper_util::client::legacy::ResponseFuture },
+        Custom { fut: BoxFuture<Result<Response<CustomBody>, BoxError>> },
+    }
+}
+
+impl Future for TransportFuture {
+    type Output = Result<Response<Either<Incoming, CustomBody>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TransportFutureProj::Https { fut } => fut
+                .poll(cx)
+                .map_ok(|r| r.map(Either::Left))
+                .map_err(Into::into),
+            TransportFutureProj::Custom { fut } => {
+                fut.as_mut().poll(cx).map_ok(|r| r.map(Either::Right))
+            }
+        }
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Transport {
+    type Response = Response<Either<Incoming, CustomBody>>;
+    type Error = BoxError;
+    type Future = TransportFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Self::Https(c) => Service::poll_ready(&mut &**c, cx).map_err(Into::into),
+            Self::Custom(c) => c.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> TransportFuture {
+        match self {
+            Self::Https(c) => TransportFuture::Https {
+                fut: Service::call(&mut &**c, req),
+            },
+            Self::Custom(c) => TransportFuture::Custom { fut: c.call(req) },
+        }
+    }
+}
