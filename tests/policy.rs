@@ -6,7 +6,7 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use common::{AUTH_HEADERS, Captured, Recorder, empty};
-use http::{HeaderValue, Method, Request};
+use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{Full, StreamBody};
 use limitless_auth::clock::FixedClock;
 use limitless_auth::{
@@ -14,6 +14,7 @@ use limitless_auth::{
     HmacCredentials, HmacSigningLayer, IdentityLayer, IdentityToken, PolicyError, RouteTable,
     SigningError,
 };
+use tower::util::BoxService;
 use tower::{Layer as _, ServiceBuilder, ServiceExt};
 
 const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -38,8 +39,41 @@ fn all() -> Credentials {
         .with_api_key(api_key())
 }
 
-/// Sends `req` through policy → identity → hmac with `creds`; returns what reached the inner
-/// service (if anything) and the result.
+/// Sends `req` through policy → identity → hmac with `creds`, stacked by hand or (`combined`)
+/// as one [`AuthLayer`]; returns what reached the inner service (if anything) and the result.
+async fn send_through<B>(
+    creds: Credentials,
+    table: RouteTable,
+    req: Request<B>,
+    combined: bool,
+) -> (Vec<Captured>, Result<(), BoxError>)
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let rec = Recorder::new();
+    let clock = FixedClock::new(NOW);
+    let svc: BoxService<Request<B>, Response<()>, BoxError> = if combined {
+        let layer = AuthLayer::with_table(creds, table).with_clock(clock);
+        BoxService::new(layer.body_limit(1024).layer(rec.service()))
+    } else {
+        BoxService::new(
+            ServiceBuilder::new()
+                .layer(AuthPolicyLayer::with_table(creds, table))
+                .layer(IdentityLayer::for_policy())
+                .layer(
+                    HmacSigningLayer::for_policy()
+                        .with_clock(clock)
+                        .body_limit(1024),
+                )
+                .service(rec.service()),
+        )
+    };
+    let res = svc.oneshot(req).await.map(|_| ());
+    (rec.taken(), res)
+}
+
 async fn send_with_table<B>(
     creds: Credentials,
     table: RouteTable,
@@ -50,38 +84,15 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let rec = Recorder::new();
-    let svc = ServiceBuilder::new()
-        .layer(AuthPolicyLayer::with_table(creds, table))
-        .layer(IdentityLayer::for_policy())
-        .layer(
-            HmacSigningLayer::for_policy()
-                .with_clock(FixedClock::new(NOW))
-                .body_limit(1024),
-        )
-        .service(rec.service());
-    let res = svc.oneshot(req).await.map(|_| ());
-    (rec.taken(), res)
+    send_through(creds, table, req, false).await
 }
 
-/// The same through the combined [`AuthLayer`].
-async fn send_combined<B>(
+async fn send_combined(
     creds: Credentials,
     table: RouteTable,
-    req: Request<B>,
-) -> (Vec<Captured>, Result<(), BoxError>)
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let rec = Recorder::new();
-    let svc = AuthLayer::with_table(creds, table)
-        .with_clock(FixedClock::new(NOW))
-        .body_limit(1024)
-        .layer(rec.service());
-    let res = svc.oneshot(req).await.map(|_| ());
-    (rec.taken(), res)
+    req: Request<Full<Bytes>>,
+) -> (Vec<Captured>, Result<(), BoxError>) {
+    send_through(creds, table, req, true).await
 }
 
 async fn send<B>(creds: Credentials, req: Request<B>) -> (Vec<Captured>, Result<(), BoxError>)

@@ -66,7 +66,22 @@ async fn skewed(server_ms: i64, client_ms: i64, retry: RetryConfig) -> (MockServ
 
 #[tokio::test]
 async fn a_skewed_401_is_re_signed_with_the_server_time_and_retried_once() {
-    let (mock, client) = skewed(T0, T0 - 60_000, fast_retries()).await;
+    // Both clocks read T0; then the mock's clock is moved a minute ahead.
+    let mock = MockServer::builder()
+        .clock(FixedClock::new(T0))
+        .start()
+        .await
+        .expect("mock");
+    mock.set_clock_offset_millis(60_000);
+    let client = Client::builder()
+        .base_url(mock.base_url())
+        .hmac(hmac())
+        .retry(fast_retries())
+        .clock(FixedClock::new(T0))
+        .build()
+        .expect("client");
+    let mock_now = mock.now_millis();
+    assert_eq!(mock_now, T0 + 60_000);
     assert_eq!(client.clock_offset_millis(), 0);
     let tokens = client
         .list_tokens()
@@ -81,14 +96,14 @@ async fn a_skewed_401_is_re_signed_with_the_server_time_and_retried_once() {
     assert_eq!(seen[1].signature_valid, Some(true));
     let ts = timestamps(&mock);
     assert_eq!(
-        ts[0], "2026-03-23T12:33:56.789Z",
+        ts[0], "2026-03-23T12:34:56.789Z",
         "signed with the local clock"
     );
-    // Date says 12:34:56 (whole seconds); the offset estimate is mid-second.
+    // Date says 12:35:56 (whole seconds); the offset estimate is mid-second.
     let offset = client.clock_offset_millis();
     assert!((59_000..=61_000).contains(&offset), "{offset}");
     let corrected = Timestamp::parse(&ts[1]).expect("timestamp").unix_millis();
-    assert!((corrected - T0).abs() <= 1_000, "{}", ts[1]);
+    assert!((corrected - mock_now).abs() <= 1_000, "{}", ts[1]);
 
     // Later requests are signed with corrected time from the start.
     mock.clear_requests();

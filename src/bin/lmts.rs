@@ -173,19 +173,10 @@ impl Failure {
     /// Exit 1 when the server answered or the exchange failed on the network; 2 when the
     /// failure was local and nothing was sent.
     fn from_client(e: client::Error) -> Self {
-        use client::Error as E;
-        let code = match &e {
-            E::Credential(_)
-            | E::Policy(_)
-            | E::InvalidArgument(_)
-            | E::InvalidRequest(_)
-            | E::ForeignOrigin { .. }
-            | E::Body(_)
-            | E::Signing(_) => 2,
-            _ => 1,
-        };
+        // A connection that could not be made sent nothing, but is not the caller's mistake.
+        let local = e.is_local() && !matches!(e, client::Error::Connect(_));
         Self {
-            code,
+            code: if local { 2 } else { 1 },
             message: e.to_string(),
         }
     }

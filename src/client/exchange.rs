@@ -49,7 +49,7 @@ impl AttemptError {
 /// Learns the server's clock offset from response `Date` headers and shares it with every
 /// clone (and with the signing layer, which signs with the corrected time).
 #[derive(Clone)]
-pub struct SkewTracker {
+pub(crate) struct SkewTracker {
     clock: OffsetClock<Arc<dyn Clock>>,
     threshold_ms: i64,
     /// The local second of the last measurement: one a second is plenty.

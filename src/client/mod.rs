@@ -3,13 +3,15 @@
 //! Requests go down this stack, outer to inner:
 //!
 //! ```text
-//! Retry          attempts, backoff, Retry-After, one re-signed retry of a skewed 401
-//! └ Exchange     per-attempt timeout, clock offset from Date, bounded response body
+//! retry loop     attempts, backoff, Retry-After, one re-signed retry of a skewed 401
+//! └ attempt      per-attempt timeout, clock offset from Date, bounded response body
 //!   └ AuthPolicy one authentication mode per route; local refusal when credentials are missing
 //!     └ Identity identity: Bearer … on Privy routes
 //!       └ HmacSigning  lmts-* headers on HMAC routes, signed with the corrected clock
 //!         └ transport  hyper-util pooled client, rustls (ring) with web PKI roots, or yours
 //! ```
+//!
+//! The retry loop is the same logic as [`RetryLayer`], run inside the request's own future.
 //!
 //! Signing sits below retry, so every attempt carries a fresh timestamp and signature. The
 //! client is cheap to clone (one `Arc`) and clones share the connection pool and the measured
@@ -46,7 +48,8 @@ use tower_layer::Layer as _;
 use tower_service::Service;
 
 pub use error::{Error, RawBody, error_message};
-pub use exchange::{RequestTimeout, SkewTracker};
+pub use exchange::RequestTimeout;
+use exchange::SkewTracker;
 pub use retry::{Retry, RetryConfig, RetryLayer};
 
 use crate::clock::OffsetClock;
