@@ -595,10 +595,9 @@ impl State {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let m = rec.method.clone();
         match (m.as_str(), segments.as_slice()) {
-            ("GET", ["auth", "api-tokens", "capabilities"]) => self.privy(rec, |s, rec, who| {
-                let _ = rec;
-                s.capabilities(who)
-            }),
+            ("GET", ["auth", "api-tokens", "capabilities"]) => {
+                self.privy(rec, |s, _, who| s.capabilities(who))
+            }
             ("POST", ["auth", "api-tokens", "derive"]) => {
                 self.privy(rec, |s, rec, who| s.derive(rec, who))
             }
