@@ -172,6 +172,9 @@ async fn a_full_session_traced_at_trace_level_shows_no_secret() {
 
 #[tokio::test]
 async fn errors_never_show_secrets() {
+    // Tracing caches per call site whether anyone listens: a call site first reached on a
+    // thread with no subscriber would stay silent for the other test too.
+    let _guard = tracing::subscriber::set_default(Capture::default());
     let mock = MockServer::start().await.expect("mock");
     let secret_value = "c3VwZXItc2VjcmV0LWtleS12YWx1ZQ==";
     let client = Client::builder()
