@@ -66,6 +66,37 @@ async fn ours_get(client: Client) {
     std::hint::black_box(resp.body);
 }
 
+async fn layered_get<S>(svc: S, uri: Uri)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = http::Response<hyper::body::Incoming>>,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt as _;
+    let req = Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = svc.oneshot(req).await.expect("response");
+    assert!(resp.status().is_success());
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    std::hint::black_box(body);
+}
+
+/// `iters` rounds of `in_flight` concurrent requests made by `one`, on the client runtime's
+/// worker; the time they took.
+fn batches<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, in_flight: usize, one: F) -> Duration
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    on_worker(rt, async move {
+        let start = Instant::now();
+        for _ in 0..iters {
+            join_all((0..in_flight).map(|_| one())).await;
+        }
+        start.elapsed()
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let server_rt = runtime();
     let mock = server_rt.block_on(async {
@@ -96,61 +127,20 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("client");
     for in_flight in [1usize, 64] {
         group.throughput(Throughput::Elements(in_flight as u64));
-        let (b_client, b_uri) = (bare.clone(), uri.clone());
+        let (client, target) = (bare.clone(), uri.clone());
+        let one = move || bare_get(client.clone(), target.clone());
         group.bench_function(format!("bare_{in_flight}"), |b| {
-            b.iter_custom(|iters| {
-                let (client, uri) = (b_client.clone(), b_uri.clone());
-                on_worker(&rt, async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        join_all((0..in_flight).map(|_| bare_get(client.clone(), uri.clone())))
-                            .await;
-                    }
-                    start.elapsed()
-                })
-            })
+            b.iter_custom(|iters| batches(&rt, iters, in_flight, one.clone()))
         });
-        {
-            let (l_svc, l_uri) = (layered.clone(), uri.clone());
-            group.bench_function(format!("layered_{in_flight}"), |b| {
-                b.iter_custom(|iters| {
-                    let (svc, uri) = (l_svc.clone(), l_uri.clone());
-                    on_worker(&rt, async move {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            join_all((0..in_flight).map(|_| {
-                                let svc = svc.clone();
-                                let uri = uri.clone();
-                                async move {
-                                    use tower::ServiceExt as _;
-                                    let req = Request::get(uri)
-                                        .body(Full::new(Bytes::new()))
-                                        .expect("req");
-                                    let resp = svc.oneshot(req).await.expect("resp");
-                                    std::hint::black_box(
-                                        resp.into_body().collect().await.expect("body").to_bytes(),
-                                    );
-                                }
-                            }))
-                            .await;
-                        }
-                        start.elapsed()
-                    })
-                })
-            });
-        }
-        let o_client = ours.clone();
+        let (svc, target) = (layered.clone(), uri.clone());
+        let one = move || layered_get(svc.clone(), target.clone());
+        group.bench_function(format!("layered_{in_flight}"), |b| {
+            b.iter_custom(|iters| batches(&rt, iters, in_flight, one.clone()))
+        });
+        let client = ours.clone();
+        let one = move || ours_get(client.clone());
         group.bench_function(format!("ours_{in_flight}"), |b| {
-            b.iter_custom(|iters| {
-                let client = o_client.clone();
-                on_worker(&rt, async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        join_all((0..in_flight).map(|_| ours_get(client.clone()))).await;
-                    }
-                    start.elapsed()
-                })
-            })
+            b.iter_custom(|iters| batches(&rt, iters, in_flight, one.clone()))
         });
     }
     group.finish();

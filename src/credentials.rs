@@ -153,7 +153,7 @@ fn check_visible(what: &'static str, value: &str) -> Result<(), CredentialError>
 }
 
 /// A sensitive header value; the input must already be checked by [`check_visible`].
-fn sensitive_header(bytes: Bytes) -> HeaderValue {
+pub(crate) fn sensitive_header(bytes: Bytes) -> HeaderValue {
     let mut v =
         HeaderValue::from_maybe_shared(bytes).expect("visible ASCII is a valid header value");
     v.set_sensitive(true);

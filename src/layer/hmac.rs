@@ -44,7 +44,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri};
+use http::{Extensions, HeaderMap, Method, Request, Uri};
 use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -54,7 +54,7 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::body::{BodyError, Collect, DEFAULT_BODY_LIMIT, check_declared};
 use crate::clock::{Clock, SystemClock};
-use crate::credentials::HmacCredentials;
+use crate::credentials::{HmacCredentials, sensitive_header};
 use crate::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
 use crate::policy::{Accepts, AuthMode, PolicyError, SelectedAuth};
 use crate::sign::{Timestamp, TimestampError};
@@ -178,21 +178,17 @@ fn signing_target(uri: &Uri) -> Option<&str> {
         .filter(|t| t.starts_with('/'))
 }
 
-fn sensitive(bytes: &[u8]) -> HeaderValue {
-    let mut v = HeaderValue::from_bytes(bytes).expect("timestamp and base64 are visible ASCII");
-    v.set_sensitive(true);
-    v
-}
-
-/// Takes a timestamp, signs, and inserts the three headers.
+/// Takes a timestamp, signs, and inserts the three headers; refuses a target that is not in
+/// origin form.
 fn apply<C: Clock>(
     headers: &mut HeaderMap,
+    method: &Method,
+    uri: &Uri,
     creds: &HmacCredentials,
     clock: &C,
-    method: &Method,
-    target: &str,
     body: &[u8],
 ) -> Result<(), SigningError> {
+    let target = signing_target(uri).ok_or_else(|| invalid_target(method, uri))?;
     let ts = Timestamp::now(clock)?;
     let sig = creds.sign_bytes(
         ts.as_bytes(),
@@ -200,17 +196,18 @@ fn apply<C: Clock>(
         target.as_bytes(),
         body,
     );
+    let value = |bytes: &[u8]| sensitive_header(Bytes::copy_from_slice(bytes));
     headers.reserve(3);
     headers.insert(LMTS_API_KEY, creds.token_id_header().clone());
-    headers.insert(LMTS_TIMESTAMP, sensitive(ts.as_bytes()));
-    headers.insert(LMTS_SIGNATURE, sensitive(sig.as_bytes()));
+    headers.insert(LMTS_TIMESTAMP, value(ts.as_bytes()));
+    headers.insert(LMTS_SIGNATURE, value(sig.as_bytes()));
     Ok(())
 }
 
-fn invalid_target(parts: &Parts) -> SigningError {
+fn invalid_target(method: &Method, uri: &Uri) -> SigningError {
     SigningError::InvalidTarget {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
+        method: method.clone(),
+        uri: uri.clone(),
     }
 }
 
@@ -240,9 +237,6 @@ where
             let err = PolicyError::missing(&parts.method, &parts.uri, Accepts::HMAC);
             return SigningFuture::failed(err.into());
         };
-        if creds.is_some() && signing_target(&parts.uri).is_none() {
-            return SigningFuture::failed(invalid_target(&parts).into());
-        }
         if body.is_end_stream() {
             // Nothing to read: sign now and call the inner service, which poll_ready made ready.
             if let Some(declared) = declared.filter(|d| *d != 0) {
@@ -252,13 +246,13 @@ where
                 };
                 return SigningFuture::failed(err.into());
             }
-            if let (Some(creds), Some(target)) = (creds, signing_target(&parts.uri))
+            if let Some(creds) = creds
                 && let Err(e) = apply(
                     &mut parts.headers,
+                    &parts.method,
+                    &parts.uri,
                     creds,
                     &self.clock,
-                    &parts.method,
-                    target,
                     b"",
                 )
             {
@@ -266,6 +260,10 @@ where
             }
             let req = Request::from_parts(parts, Full::new(Bytes::new()));
             return SigningFuture::calling(self.inner.call(req));
+        }
+        // Refuse an unsignable target before reading the body.
+        if creds.is_some() && signing_target(&parts.uri).is_none() {
+            return SigningFuture::failed(invalid_target(&parts.method, &parts.uri).into());
         }
         let signer = creds.cloned().map(|c| (c, self.clock.clone()));
         // The body must be read first: take the ready service, leave a clone in its place.
@@ -365,14 +363,12 @@ where
                         return Poll::Ready(Err("future polled after completion".into()));
                     };
                     if let Some((creds, clock)) = &signer {
-                        let target =
-                            signing_target(&parts.uri).ok_or_else(|| invalid_target(&parts))?;
                         apply(
                             &mut parts.headers,
+                            &parts.method,
+                            &parts.uri,
                             creds,
                             clock,
-                            &parts.method,
-                            target,
                             &body,
                         )?;
                     }
