@@ -37,10 +37,11 @@
 //! # }).unwrap();
 //! ```
 
+use std::any::Any;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -215,7 +216,7 @@ impl<S, B, C> Service<Request<B>> for HmacSigning<S, C>
 where
     S: Service<Request<Full<Bytes>>> + Clone,
     S::Error: Into<BoxError>,
-    B: Body,
+    B: Body + 'static,
     B::Error: Into<BoxError>,
     C: Clock + Clone,
 {
@@ -232,19 +233,21 @@ where
             Ok(d) => d,
             Err(e) => return SigningFuture::failed(e.into()),
         };
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
         let Ok(creds) = signer(&parts.extensions, self.credentials.as_ref()) else {
             let err = PolicyError::missing(&parts.method, &parts.uri, Accepts::HMAC);
             return SigningFuture::failed(err.into());
         };
-        if body.is_end_stream() {
-            // Nothing to read: sign now and call the inner service, which poll_ready made ready.
-            if let Some(declared) = declared.filter(|d| *d != 0) {
-                let err = BodyError::LengthMismatch {
-                    declared,
-                    actual: 0,
-                };
-                return SigningFuture::failed(err.into());
+        // An empty body, or one already in memory: sign now and call the inner service, which
+        // poll_ready made ready.
+        let ready = if body.is_end_stream() {
+            Some(Bytes::new())
+        } else {
+            in_memory(&mut body)
+        };
+        if let Some(bytes) = ready {
+            if let Err(e) = check_length(declared, bytes.len()) {
+                return SigningFuture::failed(e.into());
             }
             if let Some(creds) = creds
                 && let Err(e) = apply(
@@ -253,12 +256,12 @@ where
                     &parts.uri,
                     creds,
                     &self.clock,
-                    b"",
+                    &bytes,
                 )
             {
                 return SigningFuture::failed(e.into());
             }
-            let req = Request::from_parts(parts, Full::new(Bytes::new()));
+            let req = Request::from_parts(parts, Full::new(bytes));
             return SigningFuture::calling(self.inner.call(req));
         }
         // Refuse an unsignable target before reading the body.
@@ -271,14 +274,40 @@ where
         let inner = mem::replace(&mut self.inner, clone);
         SigningFuture {
             state: State::Collecting {
-                collect: Collect::new(body, self.body_limit, declared),
-                pending: Some(Pending {
-                    parts,
-                    inner,
-                    signer,
+                reading: Box::pin(Reading {
+                    collect: Collect::new(body, self.body_limit, declared),
+                    pending: Some(Pending {
+                        parts,
+                        inner,
+                        signer,
+                    }),
                 }),
             },
         }
+    }
+}
+
+/// The bytes of a body that is already in memory (`Full<Bytes>`), taken without waiting;
+/// `None` for any other body, which is then read asynchronously.
+fn in_memory<B: Body + 'static>(body: &mut B) -> Option<Bytes> {
+    let full = (body as &mut dyn Any).downcast_mut::<Full<Bytes>>()?;
+    // A `Full` yields its one data frame (or nothing) on the first poll, whatever the waker.
+    match Pin::new(full).poll_frame(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().ok(),
+        Poll::Ready(None) => Some(Bytes::new()),
+        Poll::Ready(Some(Err(never))) => match never {},
+        Poll::Pending => None,
+    }
+}
+
+/// `Content-Length`, when the request has one, must match the body.
+fn check_length(declared: Option<u64>, actual: usize) -> Result<(), BodyError> {
+    match declared {
+        Some(declared) if declared != actual as u64 => Err(BodyError::LengthMismatch {
+            declared,
+            actual: actual as u64,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -290,7 +319,18 @@ struct Pending<S, C> {
 }
 
 pin_project! {
-    /// The future of [`HmacSigning`]: reads the body, signs, then calls the inner service.
+    /// A body being read, with the request it belongs to. It lives on the heap, so that the
+    /// future of the common request (an empty or in-memory body) stays a few words long.
+    struct Reading<S, B, C> {
+        #[pin]
+        collect: Collect<B>,
+        pending: Option<Pending<S, C>>,
+    }
+}
+
+pin_project! {
+    /// The future of [`HmacSigning`]: reads the body if it was not in memory, signs, then calls
+    /// the inner service.
     pub struct SigningFuture<S, B, C>
     where
         S: Service<Request<Full<Bytes>>>,
@@ -307,9 +347,7 @@ pin_project! {
         S: Service<Request<Full<Bytes>>>,
     {
         Collecting {
-            #[pin]
-            collect: Collect<B>,
-            pending: Option<Pending<S, C>>,
+            reading: Pin<Box<Reading<S, B, C>>>,
         },
         Calling {
             #[pin]
@@ -352,13 +390,14 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Collecting { collect, pending } => {
-                    let body = ready!(collect.poll(cx))?;
+                StateProj::Collecting { reading } => {
+                    let reading = reading.as_mut().project();
+                    let body = ready!(reading.collect.poll(cx))?;
                     let Some(Pending {
                         mut parts,
                         mut inner,
                         signer,
-                    }) = pending.take()
+                    }) = reading.pending.take()
                     else {
                         return Poll::Ready(Err("future polled after completion".into()));
                     };
@@ -510,5 +549,128 @@ mod tests {
             err.downcast_ref::<SigningError>(),
             Some(SigningError::Clock(_))
         ));
+    }
+
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Request<Full<Bytes>>>>>;
+
+    /// An inner service that records each request it is called with.
+    fn recorder() -> (
+        impl Service<Request<Full<Bytes>>, Response = (), Error = Infallible> + Clone,
+        Seen,
+    ) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let svc = tower::service_fn(move |req: Request<Full<Bytes>>| {
+            log.lock().expect("lock").push(req);
+            std::future::ready(Ok::<_, Infallible>(()))
+        });
+        (svc, seen)
+    }
+
+    /// Waits until `svc` is ready and calls it, without polling the call's future.
+    async fn ready_call<S: Service<R>, R>(svc: &mut S, req: R) -> S::Future
+    where
+        S::Error: std::fmt::Debug,
+    {
+        std::future::poll_fn(|cx| svc.poll_ready(cx))
+            .await
+            .expect("ready");
+        svc.call(req)
+    }
+
+    fn signature_holds(req: &Request<Full<Bytes>>, body: &[u8]) -> bool {
+        let h = req.headers();
+        let text = |name: &str| h[name].to_str().expect("ascii").to_owned();
+        creds().verify(
+            &text("lmts-timestamp"),
+            req.method().as_str(),
+            req.uri().path_and_query().expect("target").as_str(),
+            body,
+            &text("lmts-signature"),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_body_is_signed_when_called() {
+        let (inner, seen) = recorder();
+        let mut svc = HmacSigningLayer::new(creds()).layer(inner);
+        let body = Bytes::from_static(br#"{"side":"BUY"}"#);
+        let req = Request::post("/orders")
+            .body(Full::new(body.clone()))
+            .expect("req");
+        let fut = ready_call(&mut svc, req).await;
+        // Signed and passed on by `call` itself, before the future is polled.
+        {
+            let seen = seen.lock().expect("lock");
+            assert_eq!(seen.len(), 1);
+            assert!(signature_holds(&seen[0], &body));
+        }
+        fut.await.expect("ok");
+        assert!(std::mem::size_of_val(&svc.call(Request::new(Full::new(Bytes::new())))) <= 64);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_arrives_later_is_read_then_signed() {
+        let (inner, seen) = recorder();
+        let mut svc = HmacSigningLayer::new(creds()).layer(inner);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let req = Request::post("/orders?x=1")
+            .body(http_body_util::StreamBody::new(stream))
+            .expect("req");
+        let fut = ready_call(&mut svc, req).await;
+        assert!(
+            seen.lock().expect("lock").is_empty(),
+            "nothing is sent before the body is read"
+        );
+        let feed = async move {
+            for part in [&b"{\"a\":"[..], b"1}"] {
+                tokio::task::yield_now().await;
+                tx.send(Ok(http_body::Frame::data(Bytes::from_static(part))))
+                    .await
+                    .expect("send");
+            }
+        };
+        let (res, ()) = tokio::join!(fut, feed);
+        res.expect("ok");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 1);
+        assert!(signature_holds(&seen[0], b"{\"a\":1}"));
+        assert_eq!(seen[0].body().size_hint().exact(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn content_length_must_match_the_body() {
+        for (declared, body) in [("5", &b"abc"[..]), ("3", b""), ("0", b"abc")] {
+            let (inner, seen) = recorder();
+            let svc = HmacSigningLayer::new(creds()).layer(inner);
+            let req = Request::post("/orders")
+                .header(http::header::CONTENT_LENGTH, declared)
+                .body(Full::new(Bytes::from_static(body)))
+                .expect("req");
+            let err = svc.oneshot(req).await.expect_err("mismatch");
+            assert!(
+                matches!(
+                    err.downcast_ref::<BodyError>(),
+                    Some(BodyError::LengthMismatch { .. })
+                ),
+                "{declared} vs {} bytes: {err}",
+                body.len()
+            );
+            assert!(seen.lock().expect("lock").is_empty(), "nothing was sent");
+        }
+        let (inner, seen) = recorder();
+        let req = Request::post("/orders")
+            .header(http::header::CONTENT_LENGTH, "3")
+            .body(Full::new(Bytes::from_static(b"abc")))
+            .expect("req");
+        HmacSigningLayer::new(creds())
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .expect("a matching length is sent");
+        assert_eq!(seen.lock().expect("lock").len(), 1);
     }
 }
