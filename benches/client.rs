@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt as _};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -81,8 +81,9 @@ where
     std::hint::black_box(body);
 }
 
-/// `iters` rounds of `in_flight` concurrent requests made by `one`, on the client runtime's
-/// worker; the time they took.
+/// `iters * in_flight` requests made by `one`, on the client runtime's worker, with
+/// `in_flight` of them in flight at all times (a new one starts as soon as one ends); the time
+/// they took.
 fn batches<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, in_flight: usize, one: F) -> Duration
 where
     F: Fn() -> Fut + Send + 'static,
@@ -90,9 +91,11 @@ where
 {
     on_worker(rt, async move {
         let start = Instant::now();
-        for _ in 0..iters {
-            join_all((0..in_flight).map(|_| one())).await;
-        }
+        stream::iter(0..iters * in_flight as u64)
+            .map(move |_| one())
+            .buffer_unordered(in_flight)
+            .for_each(|()| std::future::ready(()))
+            .await;
         start.elapsed()
     })
 }

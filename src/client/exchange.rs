@@ -5,11 +5,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
+use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::error::Error;
@@ -148,55 +150,138 @@ impl std::fmt::Debug for SkewTracker {
     }
 }
 
-/// One attempt through `svc`: the timeout (the request's [`RequestTimeout`], else `timeout`)
-/// covers sending, the response head and the body; the response's `Date` feeds `skew`; the body
-/// is read up to `limit` bytes (a single chunk is kept without a copy).
-pub(crate) async fn attempt(
+/// The stack's response future and body.
+type StackFuture = <super::Stack as Service<Request<Full<Bytes>>>>::Future;
+type StackBody = http_body_util::Either<hyper::body::Incoming, super::transport::CustomBody>;
+
+/// One attempt through `svc`, which the caller has made ready: the timeout (the request's
+/// [`RequestTimeout`], else `timeout`) covers sending, the response head and the body; the
+/// response's `Date` feeds `skew`; the body is read up to `limit` bytes (a single chunk is kept
+/// without a copy).
+///
+/// Calling the stack signs the request: the timestamp is taken as close to sending as it can
+/// be.
+pub(crate) fn attempt<'a>(
     svc: &mut super::Stack,
     req: Request<Full<Bytes>>,
     timeout: Option<Duration>,
-    skew: &SkewTracker,
+    skew: &'a SkewTracker,
     limit: usize,
-) -> Result<Response<Bytes>, BoxError> {
+) -> Attempt<'a> {
     let timeout = req
         .extensions()
         .get::<RequestTimeout>()
         .map(|t| t.0)
         .or(timeout);
-    tower::ServiceExt::<Request<Full<Bytes>>>::ready(&mut *svc).await?;
     let sent = skew.local_now();
-    // Calling now signs now: the timestamp is taken as close to sending as the stack allows.
-    let response = svc.call(req);
-    let work = async move {
-        let response = response.await?;
-        skew.observe(
-            response.status(),
-            response.headers(),
-            sent,
-            skew.local_now(),
-        );
-        let (parts, body) = response.into_parts();
-        let bytes = Collect::new(body, limit, None)
-            .await
-            .map_err(|e| -> BoxError {
-                match e {
-                    BodyError::TooLarge { .. } | BodyError::TooLargeDeclared { .. } => {
-                        Box::new(AttemptError::TooLarge {
-                            status: parts.status,
-                            limit,
-                        })
-                    }
-                    BodyError::Stream(e) => Box::new(AttemptError::BodyRead(e)),
-                    other => Box::new(AttemptError::BodyRead(Box::new(other))),
-                }
-            })?;
-        Ok(Response::from_parts(parts, bytes))
+    let receive = Receive {
+        skew,
+        sent,
+        limit,
+        state: ReceiveState::Head { fut: svc.call(req) },
     };
     match timeout {
-        Some(limit) => tokio::time::timeout(limit, work)
-            .await
-            .unwrap_or_else(|_| Err(AttemptError::Timeout(limit).into())),
-        None => work.await,
+        Some(after) => Attempt::Timed {
+            fut: tokio::time::timeout(after, receive),
+            after,
+        },
+        None => Attempt::Untimed { fut: receive },
+    }
+}
+
+pin_project! {
+    /// The future of [`attempt`].
+    #[project = AttemptProj]
+    pub(crate) enum Attempt<'a> {
+        Timed {
+            #[pin]
+            fut: tokio::time::Timeout<Receive<'a>>,
+            after: Duration,
+        },
+        Untimed {
+            #[pin]
+            fut: Receive<'a>,
+        },
+    }
+}
+
+impl Future for Attempt<'_> {
+    type Output = Result<Response<Bytes>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AttemptProj::Timed { fut, after } => fut
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| Err(AttemptError::Timeout(*after).into()))),
+            AttemptProj::Untimed { fut } => fut.poll(cx),
+        }
+    }
+}
+
+pin_project! {
+    /// Awaits the response head, learns the clock offset from its `Date`, and reads the body.
+    pub(crate) struct Receive<'a> {
+        skew: &'a SkewTracker,
+        sent: i64,
+        limit: usize,
+        #[pin]
+        state: ReceiveState,
+    }
+}
+
+pin_project! {
+    #[project = ReceiveProj]
+    enum ReceiveState {
+        Head {
+            #[pin]
+            fut: StackFuture,
+        },
+        Body {
+            #[pin]
+            collect: Collect<StackBody>,
+            parts: Option<http::response::Parts>,
+        },
+    }
+}
+
+impl Future for Receive<'_> {
+    type Output = Result<Response<Bytes>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                ReceiveProj::Head { fut } => {
+                    let response = ready!(fut.poll(cx))?;
+                    let skew = *this.skew;
+                    let received = skew.local_now();
+                    skew.observe(response.status(), response.headers(), *this.sent, received);
+                    let (parts, body) = response.into_parts();
+                    this.state.set(ReceiveState::Body {
+                        collect: Collect::new(body, *this.limit, None),
+                        parts: Some(parts),
+                    });
+                }
+                ReceiveProj::Body { collect, parts } => {
+                    let read = ready!(collect.poll(cx));
+                    let Some(parts) = parts.take() else {
+                        return Poll::Ready(Err("future polled after completion".into()));
+                    };
+                    let limit = *this.limit;
+                    return Poll::Ready(match read {
+                        Ok(bytes) => Ok(Response::from_parts(parts, bytes)),
+                        Err(BodyError::TooLarge { .. } | BodyError::TooLargeDeclared { .. }) => {
+                            Err(Box::new(AttemptError::TooLarge {
+                                status: parts.status,
+                                limit,
+                            }))
+                        }
+                        Err(BodyError::Stream(e)) => Err(Box::new(AttemptError::BodyRead(e))),
+                        Err(other) => Err(Box::new(AttemptError::BodyRead(Box::new(other)))),
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -482,6 +482,86 @@ impl ClientBuilder {
     }
 }
 
+/// Sends `req` through the stack, attempting again as the retry policy allows.
+async fn run(inner: &Inner, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError> {
+    run_with(
+        inner,
+        retry::RetryState::new(&inner.retry, Some(&inner.skew), req),
+    )
+    .await
+}
+
+/// [`run`], with the request already held by its retry state (taken by value here, so that
+/// the future keeps one copy of it).
+async fn run_with(
+    inner: &Inner,
+    mut state: retry::RetryState<'_>,
+) -> Result<Response<Bytes>, BoxError> {
+    let mut stack = inner.stack.clone();
+    loop {
+        // Scoped so that the result is not kept in the future while it pauses.
+        let wait = {
+            let result = match std::future::poll_fn(|cx| {
+                Service::<Request<Full<Bytes>>>::poll_ready(&mut stack, cx)
+            })
+            .await
+            {
+                // The request is built once the stack is ready, so it is not kept across a wait.
+                Ok(()) => {
+                    exchange::attempt(
+                        &mut stack,
+                        with_user_agent(state.next_request(), &inner.user_agent),
+                        inner.timeout,
+                        &inner.skew,
+                        inner.response_limit,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match state.after(&result) {
+                Some(wait) => wait,
+                None => break result,
+            }
+        };
+        retry::pause(wait).await;
+    }
+}
+
+/// Adds the client's `user-agent` unless the request has its own. Added per attempt rather than
+/// to the request kept for retries, whose headers are then usually empty and cost nothing to
+/// copy.
+fn with_user_agent(
+    mut req: Request<Full<Bytes>>,
+    user_agent: &HeaderValue,
+) -> Request<Full<Bytes>> {
+    if !req.headers().contains_key(http::header::USER_AGENT) {
+        req.headers_mut()
+            .insert(http::header::USER_AGENT, user_agent.clone());
+    }
+    req
+}
+
+/// `method path_and_query`, with `json_body` (if any) as `application/json`.
+fn json_request(
+    method: Method,
+    path_and_query: &str,
+    json_body: Option<Bytes>,
+) -> Result<Request<Bytes>, Error> {
+    let pq = parse_target(path_and_query)?;
+    let json = json_body.as_ref().is_some_and(|b| !b.is_empty());
+    let mut req = Request::new(json_body.unwrap_or_default());
+    *req.method_mut() = method;
+    *req.uri_mut() = Uri::from(pq);
+    if json {
+        req.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    Ok(req)
+}
+
 /// The authentication stack over the transport.
 pub(crate) type Stack = AuthPolicy<Identity<HmacSigning<Transport, OffsetClock<Arc<dyn Clock>>>>>;
 
@@ -527,9 +607,23 @@ impl Client {
     /// Extensions ([`crate::AuthMode`], credentials, [`RequestTimeout`]) apply to this request
     /// only. Any status the server answers with is `Ok`: see [`ApiResponse::error_for_status`].
     pub async fn send(&self, req: Request<Bytes>) -> Result<ApiResponse, Error> {
+        // The future is built without named locals that live across an await: each would take
+        // room in the future beside the copy that was moved on.
+        #[cfg(feature = "tracing")]
+        let resp = {
+            let (req, span) = self.prepare(req)?;
+            tracing::Instrument::instrument(run(&self.inner, req), span).await
+        };
+        #[cfg(not(feature = "tracing"))]
+        let resp = run(&self.inner, self.prepare(req)?).await;
+        Ok(ApiResponse::from_response(resp.map_err(Error::from_stack)?))
+    }
+
+    /// The request as the stack takes it: on the base URL, with its tracing span.
+    #[cfg(feature = "tracing")]
+    fn prepare(&self, req: Request<Bytes>) -> Result<(Request<Full<Bytes>>, tracing::Span), Error> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.inner.base.resolve(&parts.uri)?;
-        #[cfg(feature = "tracing")]
         let span = tracing::info_span!(
             "limitless.request",
             method = %parts.method,
@@ -542,32 +636,15 @@ impl Client {
             status = tracing::field::Empty,
             skew_ms = tracing::field::Empty,
         );
-        let req = Request::from_parts(parts, Full::new(body));
-        let inner = &*self.inner;
-        let fut = async move {
-            let mut stack = inner.stack.clone();
-            let mut state = retry::RetryState::new(&inner.retry, Some(&inner.skew), req);
-            let limit = inner.response_limit;
-            loop {
-                let mut req = state.next_request();
-                // Added per attempt rather than to the request kept for retries, whose headers
-                // are then usually empty and cost nothing to copy.
-                if !req.headers().contains_key(http::header::USER_AGENT) {
-                    req.headers_mut()
-                        .insert(http::header::USER_AGENT, inner.user_agent.clone());
-                }
-                let result =
-                    exchange::attempt(&mut stack, req, inner.timeout, &inner.skew, limit).await;
-                match state.after(&result) {
-                    Some(wait) => retry::pause(wait).await,
-                    None => break result,
-                }
-            }
-        };
-        #[cfg(feature = "tracing")]
-        let fut = tracing::Instrument::instrument(fut, span);
-        let resp = fut.await.map_err(Error::from_stack)?;
-        Ok(ApiResponse::from_response(resp))
+        Ok((Request::from_parts(parts, Full::new(body)), span))
+    }
+
+    /// The request as the stack takes it: on the base URL.
+    #[cfg(not(feature = "tracing"))]
+    fn prepare(&self, req: Request<Bytes>) -> Result<Request<Full<Bytes>>, Error> {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = self.inner.base.resolve(&parts.uri)?;
+        Ok(Request::from_parts(parts, Full::new(body)))
     }
 
     /// Sends `method path_and_query` with an optional JSON body (sent with
@@ -578,17 +655,8 @@ impl Client {
         path_and_query: &str,
         json_body: Option<Bytes>,
     ) -> Result<ApiResponse, Error> {
-        let pq = parse_target(path_and_query)?;
-        let mut req = Request::new(json_body.clone().unwrap_or_default());
-        *req.method_mut() = method;
-        *req.uri_mut() = Uri::from(pq);
-        if json_body.is_some_and(|b| !b.is_empty()) {
-            req.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        self.send(req).await
+        self.send(json_request(method, path_and_query, json_body)?)
+            .await
     }
 
     /// Sends a request with `body` serialized once as compact JSON (those exact bytes are

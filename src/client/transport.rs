@@ -21,7 +21,7 @@ use super::HttpsTransport;
 use super::exchange::BoxFuture;
 use crate::BoxError;
 
-type CustomBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type CustomBody = UnsyncBoxBody<Bytes, BoxError>;
 type Custom = BoxCloneSyncService<Request<Full<Bytes>>, Response<CustomBody>, BoxError>;
 
 /// The built-in transport, or a caller's service, boxed.
