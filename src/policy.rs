@@ -576,7 +576,7 @@ pub struct AuthPolicyLayer {
 }
 
 #[derive(Debug)]
-struct PolicyConfig {
+pub(crate) struct PolicyConfig {
     table: RouteTable,
     credentials: Credentials,
     /// Set by [`AuthLayer`](crate::AuthLayer), whose signing layer holds `credentials.hmac`:
@@ -616,6 +616,10 @@ impl AuthPolicyLayer {
     /// The route table.
     pub fn table(&self) -> &RouteTable {
         &self.config.table
+    }
+
+    pub(crate) fn config(&self) -> &Arc<PolicyConfig> {
+        &self.config
     }
 }
 
@@ -658,7 +662,10 @@ pub(crate) fn strip_auth_headers(headers: &mut HeaderMap) {
 }
 
 impl PolicyConfig {
-    fn decide<B>(&self, req: &mut Request<B>) -> Result<(), PolicyError> {
+    /// Decides how `req` is authenticated: strips any authentication headers it came with,
+    /// then either leaves it for the signing layer's own credentials or records a
+    /// [`SelectedAuth`] (setting `x-api-key` itself).
+    pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<(), PolicyError> {
         strip_auth_headers(req.headers_mut());
         let accepts = self.table.classify(req.method(), req.uri().path()).accepts;
         let ext = req.extensions();

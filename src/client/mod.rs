@@ -56,9 +56,7 @@ use crate::clock::OffsetClock;
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken};
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities, Scope};
-use crate::{
-    AuthLayer, AuthPolicy, BoxError, DEFAULT_BODY_LIMIT, HmacSigning, Identity, RouteTable,
-};
+use crate::{AuthLayer, BoxError, DEFAULT_BODY_LIMIT, RouteTable};
 use transport::Transport;
 
 /// The production API.
@@ -563,7 +561,7 @@ fn json_request(
 }
 
 /// The authentication stack over the transport.
-pub(crate) type Stack = AuthPolicy<Identity<HmacSigning<Transport, OffsetClock<Arc<dyn Clock>>>>>;
+pub(crate) type Stack = crate::layer::Auth<Transport, OffsetClock<Arc<dyn Clock>>>;
 
 /// A Limitless API client: see the [module docs](self).
 #[derive(Clone)]

@@ -363,7 +363,7 @@ impl<S, B, C> SigningFuture<S, B, C>
 where
     S: Service<Request<Full<Bytes>>>,
 {
-    fn failed(err: BoxError) -> Self {
+    pub(crate) fn failed(err: BoxError) -> Self {
         Self {
             state: State::Failed { err: Some(err) },
         }

@@ -4,20 +4,29 @@
 pub mod hmac;
 pub mod privy;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body::Body;
+use http_body_util::Full;
 use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::Credentials;
-use crate::policy::{AuthPolicy, AuthPolicyLayer, RouteTable};
-use hmac::{HmacSigning, HmacSigningLayer};
-use privy::{Identity, IdentityLayer};
+use crate::headers::IDENTITY;
+use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, SelectedAuth};
+use hmac::{HmacSigning, HmacSigningLayer, SigningFuture};
+#[cfg(doc)]
+use privy::IdentityLayer;
 
 /// Policy → identity → HMAC signing in one layer, sharing one set of credentials.
 ///
-/// The same three layers as stacking [`AuthPolicyLayer`], [`IdentityLayer::for_policy`] and
-/// [`HmacSigningLayer::for_policy`] by hand, with one saving: the signing layer holds the HMAC
-/// credentials itself, so the common request (HMAC with the stack's own token) carries its
-/// decision without a per-request extension.
+/// It behaves exactly as stacking [`AuthPolicyLayer`], [`IdentityLayer::for_policy`] and
+/// [`HmacSigningLayer::for_policy`] by hand, and does the three steps in one service: the
+/// request is moved once, its future is the signing layer's own, and the common request (HMAC
+/// with the stack's own token) carries its decision without a per-request extension.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -86,11 +95,58 @@ impl<C> AuthLayer<C> {
 }
 
 impl<S, C: Clone> Layer<S> for AuthLayer<C> {
-    type Service = AuthPolicy<Identity<HmacSigning<S, C>>>;
+    type Service = Auth<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.policy
-            .layer(IdentityLayer::for_policy().layer(self.signing.layer(inner)))
+        Auth {
+            policy: self.policy.config().clone(),
+            signing: self.signing.layer(inner),
+        }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct Auth<S, C = SystemClock> {
+    policy: Arc<PolicyConfig>,
+    signing: HmacSigning<S, C>,
+}
+
+impl<S, C> Auth<S, C> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        self.signing.get_ref()
+    }
+}
+
+impl<S, B, C> Service<Request<B>> for Auth<S, C>
+where
+    S: Service<Request<Full<Bytes>>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    C: Clock + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = SigningFuture<S, B, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::<Request<B>>::poll_ready(&mut self.signing, cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Err(e) = self.policy.decide(&mut req) {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(error = %e, "refused by the route policy");
+            return SigningFuture::failed(e.into());
+        }
+        // What the identity layer does below a policy: send the token the policy selected.
+        if let Some(SelectedAuth::Privy(token)) = req.extensions().get::<SelectedAuth>() {
+            let value = token.header_value();
+            req.headers_mut().insert(IDENTITY, value);
+        }
+        self.signing.call(req)
     }
 }
 
