@@ -444,6 +444,28 @@ async fn local_argument_checks_send_nothing() {
 }
 
 #[tokio::test]
+async fn request_futures_outlive_their_arguments_and_run_only_when_awaited() {
+    let mock = MockServer::start().await.expect("mock");
+    let c = client(&mock, everything(PARTNER_IDENTITY));
+    // The path is read when the future is made; the future borrows only the client.
+    let pending = {
+        let path = String::from("/markets/active");
+        c.request(Method::GET, &path, None)
+    };
+    let sent = {
+        let req = Request::get("/markets/active")
+            .body(Bytes::new())
+            .expect("request");
+        c.send(req)
+    };
+    assert_eq!(mock.request_count(), 0, "nothing is sent before a poll");
+    let (a, b) = tokio::join!(pending, sent);
+    assert!(a.expect("response").is_success());
+    assert!(b.expect("response").is_success());
+    assert_eq!(mock.request_count(), 2);
+}
+
+#[tokio::test]
 async fn clones_share_one_client_across_tasks() {
     let mock = MockServer::start().await.expect("mock");
     let c = client(&mock, everything(PARTNER_IDENTITY));

@@ -480,20 +480,30 @@ impl ClientBuilder {
     }
 }
 
-/// Sends `req` through the stack, attempting again as the retry policy allows.
-async fn run(inner: &Inner, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError> {
-    run_with(
-        inner,
-        retry::RetryState::new(&inner.retry, Some(&inner.skew), req),
-    )
-    .await
+/// A request on the base URL, with its tracing span.
+struct Started {
+    req: Request<Full<Bytes>>,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
-/// [`run`], with the request already held by its retry state (taken by value here, so that
-/// the future keeps one copy of it).
-async fn run_with(
+impl Started {
+    #[cfg(feature = "tracing")]
+    fn into_parts(self) -> (Request<Full<Bytes>>, tracing::Span) {
+        (self.req, self.span)
+    }
+
+    #[cfg(not(feature = "tracing"))]
+    fn into_parts(self) -> (Request<Full<Bytes>>, ()) {
+        (self.req, ())
+    }
+}
+
+/// Sends the request `state` holds through the stack, attempting again as the retry policy
+/// allows.
+async fn run(
     inner: &Inner,
-    mut state: retry::RetryState<'_>,
+    state: &mut retry::RetryState<'_>,
 ) -> Result<Response<Bytes>, BoxError> {
     let mut stack = inner.stack.clone();
     loop {
@@ -604,24 +614,46 @@ impl Client {
     /// be on the base URL's origin, or the request fails locally with [`Error::ForeignOrigin`].
     /// Extensions ([`crate::AuthMode`], credentials, [`RequestTimeout`]) apply to this request
     /// only. Any status the server answers with is `Ok`: see [`ApiResponse::error_for_status`].
-    pub async fn send(&self, req: Request<Bytes>) -> Result<ApiResponse, Error> {
-        // The future is built without named locals that live across an await: each would take
-        // room in the future beside the copy that was moved on.
-        #[cfg(feature = "tracing")]
-        let resp = {
-            let (req, span) = self.prepare(req)?;
-            tracing::Instrument::instrument(run(&self.inner, req), span).await
-        };
-        #[cfg(not(feature = "tracing"))]
-        let resp = run(&self.inner, self.prepare(req)?).await;
-        Ok(ApiResponse::from_response(resp.map_err(Error::from_stack)?))
+    pub fn send<'a>(
+        &'a self,
+        req: Request<Bytes>,
+    ) -> impl Future<Output = Result<ApiResponse, Error>> + Send + use<'a> {
+        self.start(Ok(req))
+    }
+
+    /// The future of [`Client::send`]. The request is prepared here, before the future is
+    /// first polled, and the future holds it once: in the retry state it is sent from.
+    fn start<'a>(
+        &'a self,
+        req: Result<Request<Bytes>, Error>,
+    ) -> impl Future<Output = Result<ApiResponse, Error>> + Send + use<'a> {
+        let inner = &*self.inner;
+        let prepared = req.and_then(|req| self.prepare(req)).map(|started| {
+            let (req, span) = started.into_parts();
+            (
+                retry::RetryState::new(&inner.retry, Some(&inner.skew), req),
+                span,
+            )
+        });
+        async move {
+            let mut prepared = prepared;
+            let (state, _span) = match prepared {
+                Err(e) => return Err(e),
+                Ok(ref mut started) => started,
+            };
+            #[cfg(feature = "tracing")]
+            let resp = tracing::Instrument::instrument(run(inner, state), _span.clone()).await;
+            #[cfg(not(feature = "tracing"))]
+            let resp = run(inner, state).await;
+            Ok(ApiResponse::from_response(resp.map_err(Error::from_stack)?))
+        }
     }
 
     /// The request as the stack takes it: on the base URL, with its tracing span.
-    #[cfg(feature = "tracing")]
-    fn prepare(&self, req: Request<Bytes>) -> Result<(Request<Full<Bytes>>, tracing::Span), Error> {
+    fn prepare(&self, req: Request<Bytes>) -> Result<Started, Error> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.inner.base.resolve(&parts.uri)?;
+        #[cfg(feature = "tracing")]
         let span = tracing::info_span!(
             "limitless.request",
             method = %parts.method,
@@ -634,27 +666,22 @@ impl Client {
             status = tracing::field::Empty,
             skew_ms = tracing::field::Empty,
         );
-        Ok((Request::from_parts(parts, Full::new(body)), span))
-    }
-
-    /// The request as the stack takes it: on the base URL.
-    #[cfg(not(feature = "tracing"))]
-    fn prepare(&self, req: Request<Bytes>) -> Result<Request<Full<Bytes>>, Error> {
-        let (mut parts, body) = req.into_parts();
-        parts.uri = self.inner.base.resolve(&parts.uri)?;
-        Ok(Request::from_parts(parts, Full::new(body)))
+        Ok(Started {
+            req: Request::from_parts(parts, Full::new(body)),
+            #[cfg(feature = "tracing")]
+            span,
+        })
     }
 
     /// Sends `method path_and_query` with an optional JSON body (sent with
     /// `content-type: application/json`).
-    pub async fn request(
-        &self,
+    pub fn request<'a>(
+        &'a self,
         method: Method,
         path_and_query: &str,
         json_body: Option<Bytes>,
-    ) -> Result<ApiResponse, Error> {
-        self.send(json_request(method, path_and_query, json_body)?)
-            .await
+    ) -> impl Future<Output = Result<ApiResponse, Error>> + Send + use<'a> {
+        self.start(json_request(method, path_and_query, json_body))
     }
 
     /// Sends a request with `body` serialized once as compact JSON (those exact bytes are
