@@ -26,6 +26,32 @@ use tower::Layer as _;
 
 const PATH: &str = "/markets/active";
 
+/// Interleaved rounds per case.
+const ROUNDS: usize = 15;
+
+type Rounds = Vec<(usize, Vec<f64>, Vec<f64>)>;
+
+thread_local! {
+    /// Per round, ours / bare and layers-alone / bare throughput, by requests in flight.
+    static INTERLEAVED: std::cell::RefCell<Rounds> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Median, minimum and maximum.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    (
+        median,
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
 /// Runs `f` on the runtime's worker thread (not on the calling thread, as `block_on` would), so
 /// that each side has one thread: the clients and their connections on one, the server on
 /// the other.
@@ -147,6 +173,35 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The same comparison in interleaved rounds: each round times bare, ours and the layers
+    // alone back to back, so that a slow phase of the machine falls on all three alike.
+    // Skipped when a filter other than "interleaved" picks some cases only.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_some_and(|f| !"interleaved".contains(f.as_str())) {
+        drop(mock);
+        server_rt.shutdown_timeout(Duration::from_secs(1));
+        return;
+    }
+    let mut report = Vec::new();
+    for (in_flight, iters) in [(1usize, 2_000u64), (64, 300)] {
+        let (client, target) = (bare.clone(), uri.clone());
+        let bare_one = move || bare_get(client.clone(), target.clone());
+        let client = ours.clone();
+        let ours_one = move || ours_get(client.clone());
+        let (svc, target) = (layered.clone(), uri.clone());
+        let layered_one = move || layered_get(svc.clone(), target.clone());
+        let (mut ours_ratios, mut layered_ratios) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let b = batches(&rt, iters, in_flight, bare_one.clone()).as_secs_f64();
+            let o = batches(&rt, iters, in_flight, ours_one.clone()).as_secs_f64();
+            let l = batches(&rt, iters, in_flight, layered_one.clone()).as_secs_f64();
+            ours_ratios.push(b / o);
+            layered_ratios.push(b / l);
+        }
+        report.push((in_flight, ours_ratios, layered_ratios));
+    }
+    INTERLEAVED.with(|r| *r.borrow_mut() = report);
     drop(mock);
     server_rt.shutdown_timeout(Duration::from_secs(1));
 }
@@ -204,4 +259,27 @@ fn main() {
             _ => println!("{what:<40} (not measured in this run)"),
         }
     }
+    INTERLEAVED.with(|r| {
+        let rounds = r.borrow();
+        if rounds.is_empty() {
+            return;
+        }
+        println!(
+            "\nthe same in {ROUNDS} interleaved rounds (bare, ours, layers alone back to back)"
+        );
+        println!("{:<40} {:>7} {:>15}  target", "case", "median", "min - max");
+        for (in_flight, ours, layered) in rounds.iter() {
+            let (m, lo, hi) = spread(ours);
+            let verdict = if m >= 0.93 { "met" } else { "MISSED" };
+            println!(
+                "{:<40} {m:>7.3} {lo:>7.3} - {hi:<5.3}  >= 0.93 {verdict}",
+                format!("the client, {in_flight} in flight")
+            );
+            let (m, lo, hi) = spread(layered);
+            println!(
+                "{:<40} {m:>7.3} {lo:>7.3} - {hi:<5.3}  (reference)",
+                format!("auth layers alone, {in_flight} in flight")
+            );
+        }
+    });
 }
