@@ -614,6 +614,9 @@ impl Client {
     /// be on the base URL's origin, or the request fails locally with [`Error::ForeignOrigin`].
     /// Extensions ([`crate::AuthMode`], credentials, [`RequestTimeout`]) apply to this request
     /// only. Any status the server answers with is `Ok`: see [`ApiResponse::error_for_status`].
+    ///
+    /// The request is checked and prepared when `send` is called; it is signed and sent when the
+    /// returned future is first polled. The future borrows only the client.
     pub fn send<'a>(
         &'a self,
         req: Request<Bytes>,
@@ -674,7 +677,8 @@ impl Client {
     }
 
     /// Sends `method path_and_query` with an optional JSON body (sent with
-    /// `content-type: application/json`).
+    /// `content-type: application/json`). As with [`Client::send`], the arguments are read
+    /// when it is called and nothing is sent until the future is polled.
     pub fn request<'a>(
         &'a self,
         method: Method,
