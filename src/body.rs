@@ -1,9 +1,9 @@
 //! Bounded request-body collection.
 //!
 //! The signature covers the exact body bytes, so the signing layer reads the whole body before
-//! it signs. [`Collect`] does that within a byte limit: a single-chunk body such as
-//! `Full<Bytes>` comes out as the very `Bytes` it held (no copy), an empty body is never polled,
-//! and several chunks are joined into one buffer sized from the body's size hint.
+//! it signs, within a byte limit ([`DEFAULT_BODY_LIMIT`] unless set): an empty body is never
+//! polled, a `Full<Bytes>` is taken as the very `Bytes` it holds (no copy), and a body of
+//! several chunks is joined into one buffer sized from its size hint.
 
 use std::future::Future;
 use std::pin::Pin;
