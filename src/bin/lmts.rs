@@ -3,6 +3,9 @@
 //! Exit status: 0 success; 1 the server answered with an error status; 2 a local error (bad
 //! arguments, malformed credentials, a policy refusal) with nothing sent.
 
+// The argument docs are the `--help` text, where a URL reads best bare.
+#![allow(rustdoc::bare_urls)]
+
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::process::ExitCode;
