@@ -280,7 +280,8 @@ pub(crate) struct RetryState<'a> {
     parts: http::request::Parts,
     body: Full<Bytes>,
     idempotent: bool,
-    started: tokio::time::Instant,
+    /// When the first attempt was made.
+    started: Option<tokio::time::Instant>,
     retries: u32,
     attempts: u32,
     skew_retry_left: bool,
@@ -299,7 +300,7 @@ impl<'a> RetryState<'a> {
             idempotent: is_idempotent(&parts.method),
             parts,
             body,
-            started: tokio::time::Instant::now(),
+            started: None,
             retries: 0,
             attempts: 0,
             skew_retry_left: config.retry_skewed_unauthorized && skew.is_some(),
@@ -309,6 +310,7 @@ impl<'a> RetryState<'a> {
     /// The request for the next attempt: headers and extensions copied, the body shared.
     pub(crate) fn next_request(&mut self) -> Request<Full<Bytes>> {
         self.attempts += 1;
+        self.started.get_or_insert_with(tokio::time::Instant::now);
         #[cfg(feature = "tracing")]
         tracing::Span::current().record("attempt", self.attempts);
         let mut req = Request::new(self.body.clone());
@@ -376,8 +378,10 @@ impl<'a> RetryState<'a> {
             },
             Err(_) => None,
         };
-        let (wait, counted, _reason) =
-            next.filter(|(w, _, _)| self.started.elapsed() + *w <= config.max_elapsed)?;
+        let (wait, counted, _reason) = next.filter(|(w, _, _)| {
+            let elapsed = self.started.map_or(Duration::ZERO, |t| t.elapsed());
+            elapsed + *w <= config.max_elapsed
+        })?;
         #[cfg(feature = "tracing")]
         tracing::debug!(
             attempt = self.attempts,
