@@ -152,7 +152,7 @@ impl std::fmt::Debug for SkewTracker {
 
 /// The stack's response future and body.
 type StackFuture = <super::Stack as Service<Request<Full<Bytes>>>>::Future;
-type StackBody = http_body_util::Either<hyper::body::Incoming, super::transport::CustomBody>;
+type StackBody = http_body_util::Either<super::pool::PooledBody, super::transport::CustomBody>;
 
 /// One attempt through `svc`, which the caller has made ready: the timeout (the request's
 /// [`RequestTimeout`], else `timeout`) covers sending, the response head and the body; the

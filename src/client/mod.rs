@@ -5,10 +5,11 @@
 //! ```text
 //! retry loop     attempts, backoff, Retry-After, one re-signed retry of a skewed 401
 //! └ attempt      per-attempt timeout, clock offset from Date, bounded response body
-//!   └ AuthPolicy one authentication mode per route; local refusal when credentials are missing
-//!     └ Identity identity: Bearer … on Privy routes
-//!       └ HmacSigning  lmts-* headers on HMAC routes, signed with the corrected clock
-//!         └ transport  hyper-util pooled client, rustls (ring) with web PKI roots, or yours
+//!   └ Auth       (AuthLayer) one authentication mode per route, local refusal when credentials
+//!                are missing; identity: Bearer … on Privy routes; lmts-* headers on HMAC
+//!                routes, signed with the corrected clock
+//!     └ transport  HTTP/1.1 keep-alive connections to the base URL's origin (hyper), over
+//!                  rustls (ring) with web PKI roots for https; or any tower service of yours
 //! ```
 //!
 //! The retry loop is the same logic as [`RetryLayer`], run inside the request's own future.
@@ -30,6 +31,7 @@
 
 mod error;
 mod exchange;
+mod pool;
 pub mod retry;
 mod transport;
 
@@ -66,14 +68,16 @@ pub const USER_AGENT: &str = concat!("limitless-auth/", env!("CARGO_PKG_VERSION"
 /// The default largest response body read: 8 MiB.
 pub const DEFAULT_RESPONSE_LIMIT: usize = 8 * 1024 * 1024;
 
-/// The default transport: hyper-util's pooled client over rustls (ring provider, web PKI roots),
-/// HTTP/1.1 and HTTP/2, plain HTTP allowed (for loopback).
+/// hyper-util's pooled client over rustls (ring provider, web PKI roots), HTTP/1.1 and HTTP/2,
+/// plain HTTP allowed (for loopback): a ready transport for
+/// [`ClientBuilder::build_with_transport`] when HTTP/2 or hyper-util's pool is wanted. The
+/// client's own default ([`ClientBuilder::build`]) is a leaner HTTP/1.1 pool for its one origin.
 pub type HttpsTransport = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
 
-/// Builds the default transport. The TLS crypto provider is passed explicitly, so nothing
+/// Builds an [`HttpsTransport`]. The TLS crypto provider is passed explicitly, so nothing
 /// depends on (or can panic over) a process-wide default provider.
 pub fn https_transport(connect_timeout: Duration) -> Result<HttpsTransport, Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
@@ -439,10 +443,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client over the default transport ([`https_transport`]).
+    /// Builds the client over its own transport: HTTP/1.1 keep-alive connections to the base
+    /// URL's origin, over rustls (ring provider, web PKI roots) for `https`.
     pub fn build(self) -> Result<Client, Error> {
-        let transport = https_transport(self.connect_timeout)?;
-        self.build_over(Transport::Https(Arc::new(transport)))
+        let base = BaseUrl::parse(&self.base_url)?;
+        let pool = pool::Pool::new(
+            base.scheme.clone(),
+            base.authority.clone(),
+            self.connect_timeout,
+        )?;
+        self.build_over(base, Transport::Pooled(Arc::new(pool)))
     }
 
     /// Builds the client over any tower service that sends `Request<Full<Bytes>>`.
@@ -454,11 +464,11 @@ impl ClientBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.build_over(Transport::custom(transport))
+        let base = BaseUrl::parse(&self.base_url)?;
+        self.build_over(base, Transport::custom(transport))
     }
 
-    fn build_over(self, transport: Transport) -> Result<Client, Error> {
-        let base = BaseUrl::parse(&self.base_url)?;
+    fn build_over(self, base: BaseUrl, transport: Transport) -> Result<Client, Error> {
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::InvalidRequest("the user agent is not a header value".into()))?;
         let skew = SkewTracker::new(self.clock, self.skew_threshold);

@@ -117,6 +117,9 @@ fn body_retry_after(body: &[u8]) -> Option<Duration> {
 pub(crate) fn is_connect_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
+        if e.is::<super::pool::ConnectError>() {
+            return true;
+        }
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
             && h.is_connect()
         {

@@ -1,5 +1,5 @@
-//! The client's transport: the built-in hyper-util client, or any tower service, behind one
-//! concrete type so the default path needs no boxing.
+//! The client's transport: the built-in connection pool, or any tower service, behind one
+//! concrete type.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,26 +11,25 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Either, Full};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
-use super::HttpsTransport;
 use super::exchange::BoxFuture;
+use super::pool::{Pool, PooledBody};
 use crate::BoxError;
 
 pub(crate) type CustomBody = UnsyncBoxBody<Bytes, BoxError>;
 type Custom = BoxCloneSyncService<Request<Full<Bytes>>, Response<CustomBody>, BoxError>;
 
-/// The built-in transport, or a caller's service, boxed.
+/// The built-in pool, or a caller's service, boxed.
 ///
-/// The hyper-util client sits behind an `Arc` and is called through `&Client`: cloning the
-/// transport for a request is one reference-count increment, and futures stay small.
+/// The pool sits behind an `Arc`: cloning the transport for a request is one reference-count
+/// increment.
 #[derive(Clone)]
 pub(crate) enum Transport {
-    Https(Arc<HttpsTransport>),
+    Pooled(Arc<Pool>),
     Custom(Custom),
 }
 
@@ -54,20 +53,19 @@ impl Transport {
 pin_project! {
     #[project = TransportFutureProj]
     pub(crate) enum TransportFuture {
-        Https { #[pin] fut: hyper_util::client::legacy::ResponseFuture },
+        Pooled { fut: BoxFuture<Result<Response<PooledBody>, BoxError>> },
         Custom { fut: BoxFuture<Result<Response<CustomBody>, BoxError>> },
     }
 }
 
 impl Future for TransportFuture {
-    type Output = Result<Response<Either<Incoming, CustomBody>>, BoxError>;
+    type Output = Result<Response<Either<PooledBody, CustomBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            TransportFutureProj::Https { fut } => fut
-                .poll(cx)
-                .map_ok(|r| r.map(Either::Left))
-                .map_err(Into::into),
+            TransportFutureProj::Pooled { fut } => {
+                fut.as_mut().poll(cx).map_ok(|r| r.map(Either::Left))
+            }
             TransportFutureProj::Custom { fut } => {
                 fut.as_mut().poll(cx).map_ok(|r| r.map(Either::Right))
             }
@@ -76,21 +74,21 @@ impl Future for TransportFuture {
 }
 
 impl Service<Request<Full<Bytes>>> for Transport {
-    type Response = Response<Either<Incoming, CustomBody>>;
+    type Response = Response<Either<PooledBody, CustomBody>>;
     type Error = BoxError;
     type Future = TransportFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
-            Self::Https(c) => Service::poll_ready(&mut &**c, cx).map_err(Into::into),
+            Self::Pooled(_) => Poll::Ready(Ok(())),
             Self::Custom(c) => c.poll_ready(cx),
         }
     }
 
     fn call(&mut self, req: Request<Full<Bytes>>) -> TransportFuture {
         match self {
-            Self::Https(c) => TransportFuture::Https {
-                fut: Service::call(&mut &**c, req),
+            Self::Pooled(pool) => TransportFuture::Pooled {
+                fut: Box::pin(pool.clone().send(req)),
             },
             Self::Custom(c) => TransportFuture::Custom { fut: c.call(req) },
         }
