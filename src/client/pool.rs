@@ -65,16 +65,24 @@ impl Pool {
         authority: Authority,
         connect_timeout: Duration,
     ) -> Result<Self, Error> {
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| Error::InvalidRequest(format!("TLS set-up failed: {e}")))?;
+        Self::with_tls(scheme, authority, connect_timeout, tls)
+    }
+
+    /// The same, with the TLS set-up given.
+    fn with_tls(
+        scheme: Scheme,
+        authority: Authority,
+        connect_timeout: Duration,
+        tls: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+    ) -> Result<Self, Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| Error::InvalidRequest(format!("TLS set-up failed: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| Error::InvalidRequest(format!("{authority} is not a Host value")))?;
         let origin = Uri::builder()
@@ -370,5 +378,109 @@ mod tests {
             Poll::Ready(Ok(_)) => panic!("no connection can have been made"),
             Poll::Pending => panic!("expected an immediate error outside a runtime"),
         }
+    }
+
+    /// A TLS server for 127.0.0.1 (the certificate in `testdata`, issued by a test CA) that
+    /// answers every request on a connection with `200 ok`; connections accepted are counted.
+    async fn tls_server() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = vec![
+            CertificateDer::from_pem_slice(include_bytes!("testdata/leaf.pem")).expect("leaf"),
+        ];
+        let key =
+            PrivateKeyDer::from_pem_slice(include_bytes!("testdata/leaf.pk8.pem")).expect("key");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tls.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        buf.drain(..end);
+                        // The pool sends the origin form with the authority in Host.
+                        let ok = head.starts_with("get /x http/1.1\r\n")
+                            && head.contains(&format!("\r\nhost: 127.0.0.1:{}\r\n", addr.port()));
+                        let resp: &[u8] = if ok {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                        } else {
+                            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nbad"
+                        };
+                        if tls.write_all(resp).await.is_err() || tls.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn https_connections_are_verified_and_reused() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let (addr, accepted) = tls_server().await;
+        let authority: Authority = addr.to_string().parse().expect("authority");
+        let connect = |roots: rustls::RootCertStore| {
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let tls = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
+            Arc::new(
+                Pool::with_tls(
+                    Scheme::HTTPS,
+                    authority.clone(),
+                    Duration::from_secs(2),
+                    tls,
+                )
+                .expect("pool"),
+            )
+        };
+        let mut trusted = rustls::RootCertStore::empty();
+        trusted
+            .add(CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).expect("ca"))
+            .expect("root");
+        let pool = connect(trusted);
+        for _ in 0..3 {
+            assert_eq!(get(&pool).await.expect("ok over TLS"), "ok");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A server the roots do not vouch for is refused before anything is sent.
+        let untrusting = connect(rustls::RootCertStore::empty());
+        let err = get(&untrusting).await.expect_err("unknown issuer");
+        assert!(err.is::<ConnectError>(), "{err}");
     }
 }
