@@ -4,9 +4,9 @@
 //! The client talks to one origin only, so the pool is a stack of idle connections: no pool
 //! key, no per-request hashing. A request takes the most recently used idle connection that is
 //! still open (or opens one), and its connection goes back on the stack when the response body
-//! has been read to the end. A request that a reused connection refused before writing it (the
-//! server had closed it meanwhile) is sent again on a new connection; nothing else is retried
-//! here.
+//! has been read to the end. An idle connection is checked for readiness before it is used;
+//! should it still close between that check and the send, hyper hands the unsent request back
+//! and it goes out on a new connection. Nothing else is retried here.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -259,46 +259,80 @@ mod tests {
     use http_body_util::BodyExt as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    /// A server that answers each request on a connection with `200 ok`, counting connections,
-    /// and closes each connection after `per_connection` responses (announcing it with
-    /// `connection: close`).
-    async fn server(
+    type Accepted = Arc<std::sync::atomic::AtomicUsize>;
+
+    /// A server on 127.0.0.1, over TLS when `tls` is given, that answers up to
+    /// `per_connection` requests on each connection (see [`answer`]); connections accepted are
+    /// counted.
+    async fn server_with(
         per_connection: usize,
-    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (std::net::SocketAddr, Accepted) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Accepted::default();
         let count = accepted.clone();
         tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    for served in 0..per_connection {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    match tls {
+                        None => answer(tcp, addr, per_connection).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                answer(stream, addr, per_connection).await;
                             }
-                        }
-                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-                        buf.drain(..end);
-                        let resp: &[u8] = if served + 1 == per_connection {
-                            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"
-                        } else {
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                        };
-                        if tcp.write_all(resp).await.is_err() {
-                            return;
                         }
                     }
                 });
             }
         });
         (addr, accepted)
+    }
+
+    /// A plain-HTTP [`server_with`].
+    async fn server(per_connection: usize) -> (std::net::SocketAddr, Accepted) {
+        server_with(per_connection, None).await
+    }
+
+    /// Answers up to `per_connection` requests on `io` with `200 ok`, the last announcing
+    /// `connection: close`, then closes. A request whose head is not the origin form
+    /// `GET /x` with `Host` set to `addr` gets `400 bad` instead.
+    async fn answer<IO>(mut io: IO, addr: std::net::SocketAddr, per_connection: usize)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let expected_host = format!("\r\nhost: {addr}\r\n");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        for served in 0..per_connection {
+            let end = loop {
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match io.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            buf.drain(..end);
+            let well_formed =
+                head.starts_with("get /x http/1.1\r\n") && head.contains(&expected_host);
+            let resp: &[u8] = match (well_formed, served + 1 == per_connection) {
+                (false, _) => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nbad",
+                (true, true) => {
+                    b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"
+                }
+                (true, false) => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            };
+            if io.write_all(resp).await.is_err() || io.flush().await.is_err() {
+                return;
+            }
+        }
     }
 
     fn pool(addr: std::net::SocketAddr) -> Arc<Pool> {
@@ -380,9 +414,8 @@ mod tests {
         }
     }
 
-    /// A TLS server for 127.0.0.1 (the certificate in `testdata`, issued by a test CA) that
-    /// answers every request on a connection with `200 ok`; connections accepted are counted.
-    async fn tls_server() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    /// A TLS [`server_with`] presenting the certificate in `testdata`, issued by a test CA.
+    async fn tls_server() -> (std::net::SocketAddr, Accepted) {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let chain = vec![
@@ -400,48 +433,7 @@ mod tests {
         .expect("certificate");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    loop {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match tls.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        buf.drain(..end);
-                        // The pool sends the origin form with the authority in Host.
-                        let ok = head.starts_with("get /x http/1.1\r\n")
-                            && head.contains(&format!("\r\nhost: 127.0.0.1:{}\r\n", addr.port()));
-                        let resp: &[u8] = if ok {
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                        } else {
-                            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nbad"
-                        };
-                        if tls.write_all(resp).await.is_err() || tls.flush().await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (addr, accepted)
+        server_with(usize::MAX, Some(acceptor)).await
     }
 
     #[tokio::test]
