@@ -475,6 +475,95 @@ impl Default for RouteTable {
     }
 }
 
+/// The path a gateway mounts the Limitless API under (`/x` in `https://gw.example/x`).
+///
+/// In a request's extensions it makes the policy classify the Limitless route, the path after
+/// the prefix, and tells the signing layer whether the HMAC signature covers the prefix (by
+/// default it does: the request-target is signed as sent). The client inserts it for a base
+/// URL with a path.
+///
+/// ```
+/// use limitless_auth::policy::RoutePrefix;
+///
+/// let prefix = RoutePrefix::new("/x")?;
+/// assert_eq!(prefix.route("/x/auth/api-tokens/capabilities"), "/auth/api-tokens/capabilities");
+/// assert_eq!(prefix.route("/xy/orders"), "/xy/orders");
+/// assert!(prefix.is_signed() && !prefix.unsigned().is_signed());
+/// # Ok::<(), limitless_auth::policy::RouteError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePrefix {
+    prefix: Arc<str>,
+    signed: bool,
+}
+
+impl RoutePrefix {
+    /// A prefix such as `/x` or `/api/v1`: starts with `/`, no trailing `/`, no query.
+    pub fn new(prefix: &str) -> Result<Self, RouteError> {
+        let err = |reason| RouteError {
+            pattern: prefix.to_owned(),
+            reason,
+        };
+        if !prefix.starts_with('/') || prefix.len() < 2 {
+            return Err(err(
+                "a path prefix starts with '/' and names at least one segment",
+            ));
+        }
+        if prefix.ends_with('/') {
+            return Err(err("a path prefix must not end with '/'"));
+        }
+        if prefix.contains(['?', '#']) || prefix.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(err(
+                "a path prefix is a percent-encoded path without a query",
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.into(),
+            signed: true,
+        })
+    }
+
+    /// The same prefix, left out of the HMAC signature: for a gateway that strips it before
+    /// the API sees the request.
+    pub fn unsigned(mut self) -> Self {
+        self.signed = false;
+        self
+    }
+
+    /// Whether the HMAC signature covers the prefix.
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// The prefix.
+    pub fn as_str(&self) -> &str {
+        &self.prefix
+    }
+
+    /// What follows the prefix in `target` (a path, or a path and query) when it starts with
+    /// the prefix and a `/`.
+    fn strip<'a>(&self, target: &'a str) -> Option<&'a str> {
+        target
+            .strip_prefix(&*self.prefix)
+            .filter(|rest| rest.starts_with('/'))
+    }
+
+    /// The Limitless route of a request path: the path after the prefix, or the whole path
+    /// when it is not under the prefix.
+    pub fn route<'a>(&self, path: &'a str) -> &'a str {
+        self.strip(path).unwrap_or(path)
+    }
+
+    /// The request-target to sign: as sent, or without the prefix when it is unsigned.
+    pub(crate) fn signing_target<'a>(&self, target: &'a str) -> &'a str {
+        if self.signed {
+            target
+        } else {
+            self.strip(target).unwrap_or(target)
+        }
+    }
+}
+
 /// The authentication the policy chose for a request, with the credential to use.
 ///
 /// Inserted into the request's extensions by [`AuthPolicy`]; read by the identity and signing
@@ -667,8 +756,10 @@ impl PolicyConfig {
     /// [`SelectedAuth`] (setting `x-api-key` itself).
     pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<(), PolicyError> {
         strip_auth_headers(req.headers_mut());
-        let accepts = self.table.classify(req.method(), req.uri().path()).accepts;
         let ext = req.extensions();
+        let path = req.uri().path();
+        let route = ext.get::<RoutePrefix>().map_or(path, |p| p.route(path));
+        let accepts = self.table.classify(req.method(), route).accepts;
         let creds = &self.credentials;
         let hmac_override = ext.get::<HmacCredentials>();
         let hmac = hmac_override.or(creds.hmac.as_ref());

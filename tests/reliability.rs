@@ -407,7 +407,10 @@ impl tower::Service<Request<Full<Bytes>>> for Spy {
 async fn retries_share_the_body_and_connect_errors_retry_even_posts() {
     let mock = MockServer::start().await.expect("mock");
     let spy = Spy {
-        inner: limitless_auth::client::https_transport(Duration::from_secs(1)).expect("transport"),
+        inner: Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .transport()
+            .expect("transport"),
         calls: Arc::default(),
         bodies: Arc::default(),
     };
@@ -440,7 +443,10 @@ async fn retries_share_the_body_and_connect_errors_retry_even_posts() {
         l.local_addr().expect("addr")
     };
     let spy = Spy {
-        inner: limitless_auth::client::https_transport(Duration::from_secs(1)).expect("transport"),
+        inner: Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .transport()
+            .expect("transport"),
         calls: Arc::default(),
         bodies: Arc::default(),
     };

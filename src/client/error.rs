@@ -226,8 +226,12 @@ impl Error {
         }
     }
 
-    /// Maps an error from the service stack to the typed error.
-    pub(crate) fn from_stack(err: BoxError) -> Self {
+    /// Maps an error from the service stack to the typed error; `timeout` is the attempt
+    /// timeout that applied.
+    pub(crate) fn from_stack(err: BoxError, timeout: Option<Duration>) -> Self {
+        if err.is::<tower::timeout::error::Elapsed>() {
+            return Self::Timeout(timeout.unwrap_or(Duration::MAX));
+        }
         let err = match err.downcast::<PolicyError>() {
             Ok(e) => return Self::Policy(*e),
             Err(e) => e,
@@ -240,7 +244,7 @@ impl Error {
             Ok(e) => return Self::Signing(*e),
             Err(e) => e,
         };
-        let err = match err.downcast::<super::exchange::AttemptError>() {
+        let err = match err.downcast::<super::observe::AttemptError>() {
             Ok(e) => return e.into_error(),
             Err(e) => e,
         };

@@ -1,18 +1,20 @@
 //! A client for the Limitless API built from this crate's layers (feature `client`).
 //!
-//! Requests go down this stack, outer to inner:
+//! Each request goes down one `tower` stack, outer to inner:
 //!
 //! ```text
-//! retry loop     attempts, backoff, Retry-After, one re-signed retry of a skewed 401
-//! └ attempt      per-attempt timeout, clock offset from Date, bounded response body
-//!   └ Auth       (AuthLayer) one authentication mode per route, local refusal when credentials
-//!                are missing; identity: Bearer … on Privy routes; lmts-* headers on HMAC
-//!                routes, signed with the corrected clock
-//!     └ transport  HTTP/1.1 keep-alive connections to the base URL's origin (hyper), over
-//!                  rustls (ring) with web PKI roots for https; or any tower service of yours
+//! RetryLayer      tower::retry with RetryPolicy: attempts, backoff with jitter, Retry-After,
+//!                 one re-signed retry of a 401 caused by clock skew, the time budget
+//! └ Timeout       tower::timeout, per attempt: sending, the response head and the whole body
+//!   └ Observe     the server's clock offset from Date; the response body read within a limit
+//!     └ Auth      (AuthLayer) one authentication mode per route, local refusal when credentials
+//!                 are missing; identity: Bearer … on Privy routes; lmts-* headers on HMAC
+//!                 routes, signed with the corrected clock
+//!       └ transport  hyper-util's pooled client over hyper-rustls (ring, web PKI roots or your
+//!                    own rustls config): HTTP/2 when the server offers it by ALPN, HTTP/1.1
+//!                    otherwise, idle connections reaped in the background; or any tower
+//!                    service of yours (ClientBuilder::build_with_transport)
 //! ```
-//!
-//! The retry loop is the same logic as [`RetryLayer`], run inside the request's own future.
 //!
 //! Signing sits below retry, so every attempt carries a fresh timestamp and signature. The
 //! client is cheap to clone (one `Arc`) and clones share the connection pool and the measured
@@ -30,8 +32,7 @@
 //! ```
 
 mod error;
-mod exchange;
-mod pool;
+mod observe;
 pub mod retry;
 mod transport;
 
@@ -46,20 +47,23 @@ use http_body::Body;
 use http_body_util::Full;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tower::ServiceExt as _;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
 pub use error::{Error, RawBody, error_message};
-pub use exchange::RequestTimeout;
-use exchange::SkewTracker;
-pub use retry::{Retry, RetryConfig, RetryLayer};
+pub use observe::RequestTimeout;
+use observe::{Observe, SkewTracker};
+pub use retry::{Retry, RetryConfig, RetryLayer, RetryPolicy};
+pub use transport::{Connector, HttpsTransport};
 
 use crate::clock::OffsetClock;
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken};
+use crate::policy::RoutePrefix;
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities, Scope};
 use crate::{AuthLayer, BoxError, DEFAULT_BODY_LIMIT, RouteTable};
-use transport::Transport;
+use transport::{Transport, TransportConfig};
 
 /// The production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.limitless.exchange";
@@ -68,50 +72,31 @@ pub const USER_AGENT: &str = concat!("limitless-auth/", env!("CARGO_PKG_VERSION"
 /// The default largest response body read: 8 MiB.
 pub const DEFAULT_RESPONSE_LIMIT: usize = 8 * 1024 * 1024;
 
-/// hyper-util's pooled client over rustls (ring provider, web PKI roots), HTTP/1.1 and HTTP/2,
-/// plain HTTP allowed (for loopback): a ready transport for
-/// [`ClientBuilder::build_with_transport`] when HTTP/2 or hyper-util's pool is wanted. The
-/// client's own default ([`ClientBuilder::build`]) is a leaner HTTP/1.1 pool for its one origin.
-pub type HttpsTransport = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
-
-/// Builds an [`HttpsTransport`]. The TLS crypto provider is passed explicitly, so nothing
-/// depends on (or can panic over) a process-wide default provider.
-pub fn https_transport(connect_timeout: Duration) -> Result<HttpsTransport, Error> {
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::rt::{TokioExecutor, TokioTimer};
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| Error::InvalidRequest(format!("TLS set-up failed: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https),
-    )
-}
-
 /// The scheme, authority and path prefix requests are sent to.
 #[derive(Clone, Debug)]
 struct BaseUrl {
     scheme: Scheme,
     authority: Authority,
-    prefix: String,
+    /// The path before the Limitless routes (`/x` in `https://gw.example/x`), if any.
+    prefix: Option<RoutePrefix>,
+}
+
+/// `url` with any user-info (`user:password@`) replaced by `***@`, for error messages.
+fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
 }
 
 impl BaseUrl {
-    fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::InvalidRequest(format!("base URL {url:?} {why}"));
+    fn parse(url: &str, sign_prefix: bool) -> Result<Self, Error> {
+        let bad =
+            |why: &str| Error::InvalidRequest(format!("base URL {:?} {why}", redact_url(url)));
         let uri: Uri = url.parse().map_err(|_| bad("is not a URL"))?;
         let scheme = uri.scheme().cloned().ok_or_else(|| bad("has no scheme"))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
@@ -124,10 +109,21 @@ impl BaseUrl {
         if uri.query().is_some() {
             return Err(bad("must not have a query"));
         }
+        let path = uri.path().trim_end_matches('/');
+        let prefix = if path.is_empty() {
+            None
+        } else {
+            let prefix = RoutePrefix::new(path).map_err(|e| bad(e.reason))?;
+            Some(if sign_prefix {
+                prefix
+            } else {
+                prefix.unsigned()
+            })
+        };
         Ok(Self {
             scheme,
             authority,
-            prefix: uri.path().trim_end_matches('/').to_owned(),
+            prefix,
         })
     }
 
@@ -145,13 +141,17 @@ impl BaseUrl {
         })
     }
 
+    /// Whether `authority` (on this base's scheme) names this base's host and port.
+    fn same_authority(&self, authority: &Authority) -> bool {
+        authority.host().eq_ignore_ascii_case(self.authority.host())
+            && Self::port(&self.scheme, authority) == Self::port(&self.scheme, &self.authority)
+            && !authority.as_str().contains('@')
+    }
+
     fn same_origin(&self, uri: &Uri) -> bool {
         match (uri.scheme(), uri.authority()) {
             (Some(scheme), Some(authority)) => {
-                *scheme == self.scheme
-                    && authority.host().eq_ignore_ascii_case(self.authority.host())
-                    && Self::port(scheme, authority) == Self::port(&self.scheme, &self.authority)
-                    && !authority.as_str().contains('@')
+                *scheme == self.scheme && self.same_authority(authority)
             }
             _ => false,
         }
@@ -159,12 +159,11 @@ impl BaseUrl {
 
     /// The absolute URI for a request-target given as a path (and query).
     fn join(&self, pq: &PathAndQuery) -> Result<Uri, Error> {
-        let target = if self.prefix.is_empty() {
-            pq.clone()
-        } else {
-            format!("{}{}", self.prefix, pq.as_str())
+        let target = match &self.prefix {
+            None => pq.clone(),
+            Some(prefix) => format!("{}{}", prefix.as_str(), pq.as_str())
                 .parse()
-                .map_err(|_| Error::InvalidRequest(format!("cannot join {pq} to the base URL")))?
+                .map_err(|_| Error::InvalidRequest(format!("cannot join {pq} to the base URL")))?,
         };
         Uri::builder()
             .scheme(self.scheme.clone())
@@ -175,6 +174,8 @@ impl BaseUrl {
     }
 
     /// Resolves a request's URI: paths join the base; absolute URIs must be on its origin.
+    /// Raw non-ASCII bytes in the request-target are percent-encoded first, so that what is
+    /// signed is what is sent.
     fn resolve(&self, uri: &Uri) -> Result<Uri, Error> {
         match (uri.scheme(), uri.authority()) {
             (None, None) => {
@@ -184,17 +185,24 @@ impl BaseUrl {
                     .ok_or_else(|| {
                         Error::InvalidRequest(format!("{uri} is not a path starting with '/'"))
                     })?;
-                self.join(pq)
+                self.join(&parse_target(pq.as_str())?)
             }
             (Some(_), Some(authority)) => {
-                if self.same_origin(uri) {
-                    Ok(uri.clone())
-                } else {
+                if !self.same_origin(uri) {
                     let scheme = uri.scheme_str().unwrap_or_default();
-                    Err(Error::ForeignOrigin {
+                    return Err(Error::ForeignOrigin {
                         origin: format!("{scheme}://{}", authority.host()),
                         base: self.origin(),
-                    })
+                    });
+                }
+                match uri.path_and_query() {
+                    Some(pq) if !pq.as_str().is_ascii() => Uri::builder()
+                        .scheme(self.scheme.clone())
+                        .authority(authority.clone())
+                        .path_and_query(parse_target(pq.as_str())?)
+                        .build()
+                        .map_err(|e| Error::InvalidRequest(format!("invalid URI: {e}"))),
+                    _ => Ok(uri.clone()),
                 }
             }
             _ => Err(Error::InvalidRequest(format!(
@@ -202,16 +210,70 @@ impl BaseUrl {
             ))),
         }
     }
+
+    /// A caller-set `Host` header must name the base URL's authority: credentials go only there.
+    fn check_host(&self, headers: &HeaderMap) -> Result<(), Error> {
+        let mut hosts = headers.get_all(http::header::HOST).iter();
+        let Some(host) = hosts.next() else {
+            return Ok(());
+        };
+        let same = hosts.next().is_none()
+            && host
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<Authority>().ok())
+                .is_some_and(|a| self.same_authority(&a));
+        if same {
+            Ok(())
+        } else {
+            Err(Error::ForeignOrigin {
+                origin: format!(
+                    "Host: {}",
+                    String::from_utf8_lossy(host.as_bytes()).escape_debug()
+                ),
+                base: self.origin(),
+            })
+        }
+    }
 }
 
-/// Parses a path-and-query argument.
+/// The method as it goes on the wire: upper case (`get` is sent as `GET`, as it is signed).
+fn normalize_method(method: Method) -> Result<Method, Error> {
+    let text = method.as_str();
+    if !text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Ok(method);
+    }
+    Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Error::InvalidRequest(format!("{text:?} is not a valid method")))
+}
+
+/// Parses a path-and-query argument. Raw non-ASCII characters are percent-encoded as UTF-8
+/// (`/markets/é` is sent and signed as `/markets/%C3%A9`); anything else that cannot stand in
+/// a request-target (spaces, control characters, a fragment) is refused.
 fn parse_target(text: &str) -> Result<PathAndQuery, Error> {
-    text.parse::<PathAndQuery>()
+    let encoded;
+    let target = if text.is_ascii() {
+        text
+    } else {
+        let mut out = String::with_capacity(text.len() * 3);
+        for b in text.bytes() {
+            if b.is_ascii() {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        encoded = out;
+        &encoded
+    };
+    target
+        .parse::<PathAndQuery>()
         .ok()
-        .filter(|pq| text.starts_with('/') && pq.as_str() == text)
+        .filter(|pq| target.starts_with('/') && pq.as_str() == target)
         .ok_or_else(|| {
             Error::InvalidRequest(format!(
-                "{text:?} is not a request-target (a path starting with '/', percent-encoded)"
+                "{text:?} is not a request-target (a path starting with '/'; spaces, control \
+                 characters and fragments must be percent-encoded)"
             ))
         })
 }
@@ -313,12 +375,28 @@ fn short_type_name(full: &str) -> String {
 }
 
 /// Configures and builds a [`Client`].
+///
+/// ```
+/// use std::time::Duration;
+/// use limitless_auth::{Credentials, client::Client};
+///
+/// let client = Client::builder()
+///     .base_url("https://api.limitless.exchange")
+///     .credentials(Credentials::new())
+///     .timeout(Some(Duration::from_secs(10)))
+///     .connect_timeout(Duration::from_secs(3))
+///     .pool_idle_timeout(Duration::from_secs(30))
+///     .pool_max_idle_per_host(16)
+///     .build()?;
+/// # Ok::<(), limitless_auth::client::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct ClientBuilder {
     base_url: String,
+    sign_prefix: bool,
     credentials: Credentials,
     timeout: Option<Duration>,
-    connect_timeout: Duration,
+    transport: TransportConfig,
     user_agent: String,
     retry: RetryConfig,
     skew_threshold: Duration,
@@ -332,9 +410,10 @@ impl Default for ClientBuilder {
     fn default() -> Self {
         Self {
             base_url: DEFAULT_BASE_URL.to_owned(),
+            sign_prefix: true,
             credentials: Credentials::new(),
             timeout: Some(Duration::from_secs(30)),
-            connect_timeout: Duration::from_secs(10),
+            transport: TransportConfig::default(),
             user_agent: USER_AGENT.to_owned(),
             retry: RetryConfig::default(),
             skew_threshold: Duration::from_secs(5),
@@ -349,22 +428,38 @@ impl Default for ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &redact_url(&self.base_url))
             .field("credentials", &self.credentials)
             .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.transport.connect_timeout)
+            .field("http2", &self.transport.http2)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
 
 impl ClientBuilder {
-    /// The API's base URL (default `https://api.limitless.exchange`); a path prefix is kept.
+    /// The API's base URL (default `https://api.limitless.exchange`).
+    ///
+    /// A path is kept as a prefix, for a gateway that mounts the API below a path: with
+    /// `https://gw.example/x`, `list_tokens()` sends `GET /x/auth/api-tokens`. The route policy
+    /// classifies the Limitless route (the path after the prefix), and the HMAC signature
+    /// covers the request-target as sent, prefix included, unless
+    /// [`sign_route_without_prefix`](Self::sign_route_without_prefix) says otherwise.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
         self
     }
 
-    /// All credentials at once.
+    /// Signs the route without the base URL's path prefix (`/auth/api-tokens` rather than
+    /// `/x/auth/api-tokens`), for a gateway that strips the prefix before the API sees the
+    /// request. Default `false`: the signature covers the request-target as sent.
+    pub fn sign_route_without_prefix(mut self, without: bool) -> Self {
+        self.sign_prefix = !without;
+        self
+    }
+
+    /// The credentials: any of HMAC, Privy identity token and legacy API key.
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
         self
@@ -395,9 +490,38 @@ impl ClientBuilder {
         self
     }
 
-    /// Timeout for establishing a connection (default 10 s; default transport only).
+    /// Timeout for opening a connection: the TCP connect and, for `https`, the TLS handshake
+    /// (default 10 s; the default transport only).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.transport.connect_timeout = timeout;
+        self
+    }
+
+    /// The TLS configuration: custom roots, client certificates. The client sets its ALPN
+    /// (`h2` and `http/1.1`, or `http/1.1` alone without [`http2`](Self::http2)). Default: the
+    /// web PKI roots with the ring provider.
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.transport.tls = Some(config);
+        self
+    }
+
+    /// How long an idle pooled connection is kept (default 90 s). Idle connections are closed
+    /// in the background when it passes, whether or not more requests come.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// The most idle connections kept to the API (default 128); more are closed once idle.
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.transport.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// Offers HTTP/2 by ALPN on `https` (default on): when the server takes it, every request
+    /// shares one connection. Off, only HTTP/1.1 is used.
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.transport.http2 = enabled;
         self
     }
 
@@ -443,19 +567,21 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client over its own transport: HTTP/1.1 keep-alive connections to the base
-    /// URL's origin, over rustls (ring provider, web PKI roots) for `https`.
-    pub fn build(self) -> Result<Client, Error> {
-        let base = BaseUrl::parse(&self.base_url)?;
-        let pool = pool::Pool::new(
-            base.scheme.clone(),
-            base.authority.clone(),
-            self.connect_timeout,
-        )?;
-        self.build_over(base, Transport::Pooled(Arc::new(pool)))
+    /// The default transport this builder's settings describe: hyper-util's pooled client over
+    /// hyper-rustls. For wrapping it in a service of your own before
+    /// [`build_with_transport`](Self::build_with_transport).
+    pub fn transport(&self) -> Result<HttpsTransport, Error> {
+        self.transport.build()
     }
 
-    /// Builds the client over any tower service that sends `Request<Full<Bytes>>`.
+    /// Builds the client over the default transport ([`ClientBuilder::transport`]).
+    pub fn build(self) -> Result<Client, Error> {
+        let transport = self.transport()?;
+        self.build_with_transport(transport)
+    }
+
+    /// Builds the client over any tower service that sends `Request<Full<Bytes>>`; the
+    /// transport settings of this builder are then not used.
     pub fn build_with_transport<T, B>(self, transport: T) -> Result<Client, Error>
     where
         T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -464,100 +590,26 @@ impl ClientBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let base = BaseUrl::parse(&self.base_url)?;
-        self.build_over(base, Transport::custom(transport))
-    }
-
-    fn build_over(self, base: BaseUrl, transport: Transport) -> Result<Client, Error> {
+        let base = BaseUrl::parse(&self.base_url, self.sign_prefix)?;
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::InvalidRequest("the user agent is not a header value".into()))?;
-        let skew = SkewTracker::new(self.clock, self.skew_threshold);
-        let stack = AuthLayer::with_table(self.credentials, self.routes)
+        let skew = Arc::new(SkewTracker::new(self.clock, self.skew_threshold));
+        let auth = AuthLayer::with_table(self.credentials, self.routes)
             .with_clock(skew.clock())
             .body_limit(self.body_limit)
-            .layer(transport);
+            .layer(transport::boxed(transport));
+        let stack = Observe::new(auth, skew.clone(), self.response_limit);
         Ok(Client {
             inner: Arc::new(Inner {
                 stack,
-                retry: self.retry,
+                retry: RetryPolicy::with_skew(self.retry, skew.clone()),
                 timeout: self.timeout,
-                response_limit: self.response_limit,
                 base,
                 user_agent,
                 skew,
             }),
         })
     }
-}
-
-/// A request on the base URL, with its tracing span.
-struct Started {
-    req: Request<Full<Bytes>>,
-    #[cfg(feature = "tracing")]
-    span: tracing::Span,
-}
-
-impl Started {
-    #[cfg(feature = "tracing")]
-    fn into_parts(self) -> (Request<Full<Bytes>>, tracing::Span) {
-        (self.req, self.span)
-    }
-
-    #[cfg(not(feature = "tracing"))]
-    fn into_parts(self) -> (Request<Full<Bytes>>, ()) {
-        (self.req, ())
-    }
-}
-
-/// Sends the request `state` holds through the stack, attempting again as the retry policy
-/// allows.
-async fn run(
-    inner: &Inner,
-    state: &mut retry::RetryState<'_>,
-) -> Result<Response<Bytes>, BoxError> {
-    let mut stack = inner.stack.clone();
-    loop {
-        // Scoped so that the result is not kept in the future while it pauses.
-        let wait = {
-            let result = match std::future::poll_fn(|cx| {
-                Service::<Request<Full<Bytes>>>::poll_ready(&mut stack, cx)
-            })
-            .await
-            {
-                // The request is built once the stack is ready, so it is not kept across a wait.
-                Ok(()) => {
-                    exchange::attempt(
-                        &mut stack,
-                        with_user_agent(state.next_request(), &inner.user_agent),
-                        inner.timeout,
-                        &inner.skew,
-                        inner.response_limit,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            match state.after(&result) {
-                Some(wait) => wait,
-                None => break result,
-            }
-        };
-        retry::pause(wait).await;
-    }
-}
-
-/// Adds the client's `user-agent` unless the request has its own. Added per attempt rather than
-/// to the request kept for retries, whose headers are then usually empty and cost nothing to
-/// copy.
-fn with_user_agent(
-    mut req: Request<Full<Bytes>>,
-    user_agent: &HeaderValue,
-) -> Request<Full<Bytes>> {
-    if !req.headers().contains_key(http::header::USER_AGENT) {
-        req.headers_mut()
-            .insert(http::header::USER_AGENT, user_agent.clone());
-    }
-    req
 }
 
 /// `method path_and_query`, with `json_body` (if any) as `application/json`.
@@ -580,8 +632,9 @@ fn json_request(
     Ok(req)
 }
 
-/// The authentication stack over the transport.
-pub(crate) type Stack = crate::layer::Auth<Transport, OffsetClock<Arc<dyn Clock>>>;
+/// The stack below the per-attempt timeout: the skew observer over the authentication layer
+/// over the (boxed) transport.
+type Stack = Observe<crate::layer::Auth<Transport, OffsetClock<Arc<dyn Clock>>>>;
 
 /// A Limitless API client: see the [module docs](self).
 #[derive(Clone)]
@@ -591,12 +644,26 @@ pub struct Client {
 
 struct Inner {
     stack: Stack,
-    retry: RetryConfig,
+    retry: RetryPolicy,
     timeout: Option<Duration>,
-    response_limit: usize,
     base: BaseUrl,
     user_agent: HeaderValue,
-    skew: SkewTracker,
+    skew: Arc<SkewTracker>,
+}
+
+/// One request through the whole stack. Boxed: the compiler cannot prove `Send` for the
+/// unboxed future of an `async` block that holds it (rust-lang/rust#102211).
+type Call = std::pin::Pin<Box<dyn Future<Output = Result<Response<Bytes>, BoxError>> + Send>>;
+
+impl Inner {
+    fn call(&self, req: Request<Full<Bytes>>, timeout: Option<Duration>) -> Call {
+        let call = tower::ServiceBuilder::new()
+            .layer(RetryLayer::new(self.retry.clone()))
+            .timeout(timeout.unwrap_or(Duration::MAX))
+            .service(self.stack.clone())
+            .oneshot(req);
+        Box::pin(call)
+    }
 }
 
 impl fmt::Debug for Client {
@@ -606,6 +673,14 @@ impl fmt::Debug for Client {
             .field("clock_offset_ms", &self.inner.skew.offset_millis())
             .finish_non_exhaustive()
     }
+}
+
+/// A request ready for the stack, with the timeout of its attempts and its tracing span.
+struct Prepared {
+    req: Request<Full<Bytes>>,
+    timeout: Option<Duration>,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl Client {
@@ -621,9 +696,12 @@ impl Client {
     }
 
     /// Sends any request. A URI that is a path is joined to the base URL; an absolute URI must
-    /// be on the base URL's origin, or the request fails locally with [`Error::ForeignOrigin`].
-    /// Extensions ([`crate::AuthMode`], credentials, [`RequestTimeout`]) apply to this request
-    /// only. Any status the server answers with is `Ok`: see [`ApiResponse::error_for_status`].
+    /// be on the base URL's origin, or the request fails locally with [`Error::ForeignOrigin`]
+    /// (so does a `Host` header naming another authority). The method goes on the wire in
+    /// upper case, and raw non-ASCII characters in the request-target are percent-encoded
+    /// before it is signed. Extensions ([`crate::AuthMode`], credentials, [`RequestTimeout`])
+    /// apply to this request only. Any status the server answers with is `Ok`: see
+    /// [`ApiResponse::error_for_status`].
     ///
     /// The request is checked and prepared when `send` is called; it is signed and sent when the
     /// returned future is first polled. The future borrows only the client.
@@ -634,38 +712,53 @@ impl Client {
         self.start(Ok(req))
     }
 
-    /// The future of [`Client::send`]. The request is prepared here, before the future is
-    /// first polled, and the future holds it once: in the retry state it is sent from.
+    /// The future of [`Client::send`]: the request goes through `RetryLayer` and a per-attempt
+    /// `Timeout` over the client's stack.
     fn start<'a>(
         &'a self,
         req: Result<Request<Bytes>, Error>,
     ) -> impl Future<Output = Result<ApiResponse, Error>> + Send + use<'a> {
         let inner = &*self.inner;
-        let prepared = req.and_then(|req| self.prepare(req)).map(|started| {
-            let (req, span) = started.into_parts();
-            (
-                retry::RetryState::new(&inner.retry, Some(&inner.skew), req),
-                span,
-            )
-        });
+        let prepared = req.and_then(|req| self.prepare(req));
         async move {
-            let mut prepared = prepared;
-            let (state, _span) = match prepared {
+            let prepared = match prepared {
+                Ok(p) => p,
                 Err(e) => return Err(e),
-                Ok(ref mut started) => started,
             };
+            let timeout = prepared.timeout;
+            let call = inner.call(prepared.req, timeout);
             #[cfg(feature = "tracing")]
-            let resp = tracing::Instrument::instrument(run(inner, state), _span.clone()).await;
+            let resp = tracing::Instrument::instrument(call, prepared.span).await;
             #[cfg(not(feature = "tracing"))]
-            let resp = run(inner, state).await;
-            Ok(ApiResponse::from_response(resp.map_err(Error::from_stack)?))
+            let resp = call.await;
+            match resp {
+                Ok(resp) => Ok(ApiResponse::from_response(resp)),
+                Err(e) => Err(Error::from_stack(e, timeout)),
+            }
         }
     }
 
-    /// The request as the stack takes it: on the base URL, with its tracing span.
-    fn prepare(&self, req: Request<Bytes>) -> Result<Started, Error> {
+    /// The request as the stack takes it: on the base URL, its method in upper case, the
+    /// client's `user-agent`, the route prefix, and its tracing span.
+    fn prepare(&self, req: Request<Bytes>) -> Result<Prepared, Error> {
+        let base = &self.inner.base;
         let (mut parts, body) = req.into_parts();
-        parts.uri = self.inner.base.resolve(&parts.uri)?;
+        parts.uri = base.resolve(&parts.uri)?;
+        parts.method = normalize_method(parts.method)?;
+        base.check_host(&parts.headers)?;
+        if !parts.headers.contains_key(http::header::USER_AGENT) {
+            parts
+                .headers
+                .insert(http::header::USER_AGENT, self.inner.user_agent.clone());
+        }
+        if let Some(prefix) = &base.prefix {
+            parts.extensions.insert(prefix.clone());
+        }
+        let timeout = parts
+            .extensions
+            .get::<RequestTimeout>()
+            .map(|t| t.0)
+            .or(self.inner.timeout);
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!(
             "limitless.request",
@@ -675,12 +768,13 @@ impl Client {
                 .get::<RouteLabel>()
                 .map_or(parts.uri.path(), |r| r.0),
             mode = tracing::field::Empty,
-            attempt = tracing::field::Empty,
+            attempt = 1,
             status = tracing::field::Empty,
             skew_ms = tracing::field::Empty,
         );
-        Ok(Started {
+        Ok(Prepared {
             req: Request::from_parts(parts, Full::new(body)),
+            timeout,
             #[cfg(feature = "tracing")]
             span,
         })
@@ -803,13 +897,13 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        let b = BaseUrl::parse("https://api.limitless.exchange").expect("valid");
+        let b = BaseUrl::parse("https://api.limitless.exchange", true).expect("valid");
         let pq: PathAndQuery = "/orders?x=1".parse().expect("pq");
         assert_eq!(
             b.join(&pq).expect("join").to_string(),
             "https://api.limitless.exchange/orders?x=1"
         );
-        let p = BaseUrl::parse("http://127.0.0.1:8080/api/").expect("valid");
+        let p = BaseUrl::parse("http://127.0.0.1:8080/api/", true).expect("valid");
         assert_eq!(
             p.join(&pq).expect("join").to_string(),
             "http://127.0.0.1:8080/api/orders?x=1"
@@ -822,13 +916,13 @@ mod tests {
             "https://h?q=1",
             "",
         ] {
-            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+            assert!(BaseUrl::parse(bad, true).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn only_the_base_origin_is_accepted() {
-        let b = BaseUrl::parse("https://api.limitless.exchange").expect("valid");
+        let b = BaseUrl::parse("https://api.limitless.exchange", true).expect("valid");
         let ok = |s: &str| b.resolve(&s.parse().expect("uri")).is_ok();
         assert!(ok("/orders"));
         assert!(ok("https://api.limitless.exchange/orders"));
@@ -864,8 +958,63 @@ mod tests {
     #[test]
     fn request_targets_are_checked() {
         assert!(parse_target("/orders?x=1").is_ok());
-        for bad in ["orders", "/a b", "", "https://x/y"] {
+        for bad in [
+            "orders",
+            "/a b",
+            "",
+            "https://x/y",
+            "/a#frag",
+            "/a\r\nb",
+            "/é b",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_target("/markets/é?q=ü").expect("encoded").as_str(),
+            "/markets/%C3%A9?q=%C3%BC"
+        );
+    }
+
+    #[test]
+    fn methods_go_out_in_upper_case() {
+        let m = |s: &str| normalize_method(Method::from_bytes(s.as_bytes()).expect("method"));
+        assert_eq!(m("get").expect("get"), Method::GET);
+        assert_eq!(m("Delete").expect("delete"), Method::DELETE);
+        assert_eq!(m("purge").expect("extension").as_str(), "PURGE");
+        assert_eq!(m("POST").expect("post"), Method::POST);
+    }
+
+    #[test]
+    fn foreign_host_headers_are_refused() {
+        let b = BaseUrl::parse("https://api.limitless.exchange", true).expect("valid");
+        let host = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::HOST, HeaderValue::from_static(v));
+            b.check_host(&h)
+        };
+        assert!(b.check_host(&HeaderMap::new()).is_ok());
+        assert!(host("api.limitless.exchange").is_ok());
+        assert!(host("API.limitless.exchange:443").is_ok());
+        assert!(matches!(
+            host("evil.example"),
+            Err(Error::ForeignOrigin { .. })
+        ));
+        assert!(host("api.limitless.exchange:8443").is_err());
+        assert!(host("user@api.limitless.exchange").is_err());
+        let mut two = HeaderMap::new();
+        two.append(
+            http::header::HOST,
+            HeaderValue::from_static("api.limitless.exchange"),
+        );
+        two.append(http::header::HOST, HeaderValue::from_static("evil.example"));
+        assert!(b.check_host(&two).is_err());
+    }
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        assert_eq!(redact_url("https://user:pw@host/x"), "https://***@host/x");
+        assert_eq!(redact_url("https://host/a@b"), "https://host/a@b");
+        let err = BaseUrl::parse("https://user:hunter2@host", true).expect_err("refused");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

@@ -17,19 +17,15 @@
 //! server-requested wait longer than `max_retry_after` is returned to the caller as a rate-limit
 //! error instead of slept through.
 
-use std::mem;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use tower::ServiceExt as _;
-use tower_layer::Layer;
-use tower_service::Service;
+use tower::retry::Policy;
 
-use super::exchange::{AttemptError, BoxFuture, SkewTracker};
+use super::observe::{AttemptError, SkewTracker};
 use crate::BoxError;
 use crate::body::BodyError;
 use crate::clock::{Clock as _, SystemClock};
@@ -79,7 +75,7 @@ impl RetryConfig {
 }
 
 /// Whether a method may be repeated without changing the outcome (RFC 9110 §9.2.2).
-pub fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -88,7 +84,11 @@ pub fn is_idempotent(method: &Method) -> bool {
 
 /// The wait a 429 asks for: the `Retry-After` header (delta-seconds or an HTTP date, compared
 /// with `server_now_ms`), else a `retryAfterSeconds` number in a JSON body. Garbage is ignored.
-pub fn retry_after(headers: &HeaderMap, body: &[u8], server_now_ms: i64) -> Option<Duration> {
+pub(crate) fn retry_after(
+    headers: &HeaderMap,
+    body: &[u8],
+    server_now_ms: i64,
+) -> Option<Duration> {
     headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -117,9 +117,6 @@ fn body_retry_after(body: &[u8]) -> Option<Duration> {
 pub(crate) fn is_connect_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<super::pool::ConnectError>() {
-            return true;
-        }
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
             && h.is_connect()
         {
@@ -179,155 +176,90 @@ impl RetryConfig {
     }
 }
 
-/// Retries requests per a [`RetryConfig`]: see the [module docs](self).
+/// The client's retry rules as a [`tower::retry::Policy`]: see the [module docs](self).
 ///
-/// The skewed-401 retry needs the client's clock-skew tracking and is the client's alone; this
-/// layer never applies it.
-#[derive(Clone, Debug)]
-pub struct RetryLayer {
-    config: Arc<RetryConfig>,
-}
-
-impl RetryLayer {
-    /// Retries per `config`.
-    pub fn new(config: RetryConfig) -> Self {
-        Self {
-            config: Arc::new(config),
-        }
-    }
-}
-
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-    fn layer(&self, inner: S) -> Retry<S> {
-        Retry {
-            inner,
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The service made by [`RetryLayer`]. Its inner service answers with buffered bodies, which
-/// retry decisions read (`retryAfterSeconds`).
-#[derive(Clone, Debug)]
-pub struct Retry<S> {
-    inner: S,
-    config: Arc<RetryConfig>,
-}
-
-impl<S> Service<Request<Full<Bytes>>> for Retry<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response<Bytes>;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response<Bytes>, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        let config = self.config.clone();
-        Box::pin(async move {
-            let mut inner = inner;
-            let mut state = RetryState::new(&config, None, req);
-            // The first attempt uses the service poll_ready prepared; later ones wait anew.
-            let mut result = inner.call(state.next_request()).await;
-            while let Some(wait) = state.after(&result) {
-                pause(wait).await;
-                result = match inner.ready().await {
-                    Ok(svc) => svc.call(state.next_request()).await,
-                    Err(e) => Err(e),
-                };
-            }
-            result
-        })
-    }
-}
-
-/// Why an attempt is repeated (for tracing).
-#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-#[derive(Clone, Copy, Debug)]
-enum Reason {
-    RateLimited,
-    Unavailable,
-    SkewedUnauthorized,
-    NotSent,
-    MaybeSent,
-}
-
-/// The retry bookkeeping of one request: whether (and after how long) to attempt again.
+/// [`RetryLayer`] is `tower::retry::RetryLayer` with this policy: exactly what the client stacks
+/// above its per-attempt timeout. Its inner service answers with buffered bodies
+/// (`Response<Bytes>`), which the policy reads for `retryAfterSeconds`.
 ///
-/// The layer and the client each drive it with their own loop:
-///
-/// ```text
-/// let mut state = RetryState::new(&config, skew, req);
-/// loop {
-///     let result = send(state.next_request()).await;
-///     match state.after(&result) {
-///         Some(wait) => sleep(wait).await,
-///         None => return result,
-///     }
-/// }
 /// ```
-pub(crate) struct RetryState<'a> {
-    config: &'a RetryConfig,
-    skew: Option<&'a SkewTracker>,
-    parts: http::request::Parts,
-    body: Full<Bytes>,
-    idempotent: bool,
-    /// When the first attempt was made.
-    started: Option<tokio::time::Instant>,
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use limitless_auth::client::{RetryConfig, RetryLayer, RetryPolicy};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let seen = calls.clone();
+/// let svc = ServiceBuilder::new()
+///     .layer(RetryLayer::new(RetryPolicy::new(RetryConfig::default())))
+///     .service_fn(move |_req: Request<Full<Bytes>>| {
+///         // 503 twice, then 200.
+///         let n = seen.fetch_add(1, Ordering::SeqCst);
+///         let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+///         let mut resp = Response::new(Bytes::new());
+///         *resp.status_mut() = status;
+///         async move { Ok::<_, limitless_auth::BoxError>(resp) }
+///     });
+/// let resp = svc.oneshot(Request::get("/markets").body(Full::new(Bytes::new()))?).await?;
+/// assert_eq!(resp.status(), StatusCode::OK);
+/// assert_eq!(calls.load(Ordering::SeqCst), 3);
+/// # Ok::<(), limitless_auth::BoxError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    config: Arc<RetryConfig>,
+    skew: Option<Arc<SkewTracker>>,
+    /// Retries counted against `max_attempts` so far (per request: tower clones the policy
+    /// for each request).
     retries: u32,
+    /// Attempts made so far.
     attempts: u32,
     skew_retry_left: bool,
 }
 
-impl<'a> RetryState<'a> {
-    pub(crate) fn new(
-        config: &'a RetryConfig,
-        skew: Option<&'a SkewTracker>,
-        req: Request<Full<Bytes>>,
-    ) -> Self {
-        let (parts, body) = req.into_parts();
+/// `tower::retry::RetryLayer` with the client's [`RetryPolicy`].
+pub type RetryLayer = tower::retry::RetryLayer<RetryPolicy>;
+
+/// The service made by [`RetryLayer`].
+pub type Retry<S> = tower::retry::Retry<RetryPolicy, S>;
+
+impl RetryPolicy {
+    /// Retries per `config`. The skewed-401 retry needs the client's clock-skew tracking and is
+    /// the client's alone: this policy on its own never applies it.
+    pub fn new(config: RetryConfig) -> Self {
         Self {
-            config,
-            skew,
-            idempotent: is_idempotent(&parts.method),
-            parts,
-            body,
-            started: None,
+            config: Arc::new(config),
+            skew: None,
             retries: 0,
             attempts: 0,
-            skew_retry_left: config.retry_skewed_unauthorized && skew.is_some(),
+            skew_retry_left: false,
         }
     }
 
-    /// The request for the next attempt: headers and extensions copied, the body shared.
-    pub(crate) fn next_request(&mut self) -> Request<Full<Bytes>> {
-        self.attempts += 1;
-        self.started.get_or_insert_with(tokio::time::Instant::now);
-        #[cfg(feature = "tracing")]
-        tracing::Span::current().record("attempt", self.attempts);
-        let mut req = Request::new(self.body.clone());
-        *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = self.parts.uri.clone();
-        *req.version_mut() = self.parts.version;
-        *req.headers_mut() = self.parts.headers.clone();
-        *req.extensions_mut() = self.parts.extensions.clone();
-        req
+    /// The client's policy: also re-signs a 401 once while the measured skew is too large.
+    pub(crate) fn with_skew(config: RetryConfig, skew: Arc<SkewTracker>) -> Self {
+        let skew_retry_left = config.retry_skewed_unauthorized;
+        Self {
+            skew: Some(skew),
+            skew_retry_left,
+            ..Self::new(config)
+        }
     }
 
-    /// After an attempt: `Some(wait)` to attempt again after `wait`, `None` to return `result`.
-    pub(crate) fn after(&mut self, result: &Result<Response<Bytes>, BoxError>) -> Option<Duration> {
-        let (config, skew) = (self.config, self.skew);
+    /// The wait before the next attempt after `result`, or `None` to return it.
+    fn next_wait(
+        &mut self,
+        req: &Request<Full<Bytes>>,
+        result: &Result<Response<Bytes>, BoxError>,
+    ) -> Option<Duration> {
+        self.attempts += 1;
+        let config = &*self.config;
+        let skew = self.skew.as_deref();
         #[cfg(feature = "tracing")]
         {
             let span = tracing::Span::current();
@@ -336,13 +268,14 @@ impl<'a> RetryState<'a> {
             }
             match result {
                 Ok(resp) => {
-                    span.record("status", resp.status().as_u16());
                     let status = resp.status().as_u16();
+                    span.record("status", status);
                     tracing::trace!(attempt = self.attempts, status, "response");
                 }
                 Err(e) => tracing::debug!(attempt = self.attempts, error = %e, "attempt failed"),
             }
         }
+        let idempotent = is_idempotent(req.method());
         let attempts_left = self.retries + 1 < config.max_attempts;
         let backoff = || config.backoff(self.retries + 1);
         // (delay, counted against max_attempts, reason)
@@ -360,7 +293,7 @@ impl<'a> RetryState<'a> {
                 StatusCode::BAD_GATEWAY
                 | StatusCode::SERVICE_UNAVAILABLE
                 | StatusCode::GATEWAY_TIMEOUT
-                    if self.idempotent && attempts_left =>
+                    if idempotent && attempts_left =>
                 {
                     Some((backoff(), true, Reason::Unavailable))
                 }
@@ -376,22 +309,26 @@ impl<'a> RetryState<'a> {
             },
             Err(e) if attempts_left => match classify(e) {
                 Failure::NotSent => Some((backoff(), true, Reason::NotSent)),
-                Failure::MaybeSent if self.idempotent => Some((backoff(), true, Reason::MaybeSent)),
+                Failure::MaybeSent if idempotent => Some((backoff(), true, Reason::MaybeSent)),
                 _ => None,
             },
             Err(_) => None,
         };
+        let started = req.extensions().get::<FirstAttempt>().map(|f| f.0);
         let (wait, counted, _reason) = next.filter(|(w, _, _)| {
-            let elapsed = self.started.map_or(Duration::ZERO, |t| t.elapsed());
+            let elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
             elapsed + *w <= config.max_elapsed
         })?;
         #[cfg(feature = "tracing")]
-        tracing::debug!(
-            attempt = self.attempts,
-            delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            reason = ?_reason,
-            "retrying"
-        );
+        {
+            tracing::debug!(
+                attempt = self.attempts,
+                delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                reason = ?_reason,
+                "retrying"
+            );
+            tracing::Span::current().record("attempt", self.attempts + 1);
+        }
         if counted {
             self.retries += 1;
         }
@@ -399,11 +336,51 @@ impl<'a> RetryState<'a> {
     }
 }
 
-/// Waits before a retry (a zero wait does not touch the timer).
-pub(crate) async fn pause(wait: Duration) {
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+/// When the first attempt of a request started: the time budget counts from it. Carried in the
+/// extensions of the copy kept for retries, because tower clones the policy per request only
+/// after the first copy is made.
+#[derive(Clone, Copy, Debug)]
+struct FirstAttempt(tokio::time::Instant);
+
+impl Policy<Request<Full<Bytes>>, Response<Bytes>, BoxError> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<Full<Bytes>>,
+        result: &mut Result<Response<Bytes>, BoxError>,
+    ) -> Option<Self::Future> {
+        self.next_wait(req, result).map(tokio::time::sleep)
     }
+
+    /// A copy for the next attempt: headers and extensions copied, the body shared.
+    fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        if self.config.max_attempts <= 1 && !self.skew_retry_left {
+            return None;
+        }
+        let mut copy = Request::new(req.body().clone());
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        if copy.extensions().get::<FirstAttempt>().is_none() {
+            copy.extensions_mut()
+                .insert(FirstAttempt(tokio::time::Instant::now()));
+        }
+        Some(copy)
+    }
+}
+
+/// Why an attempt is repeated (for tracing).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+#[derive(Clone, Copy, Debug)]
+enum Reason {
+    RateLimited,
+    Unavailable,
+    SkewedUnauthorized,
+    NotSent,
+    MaybeSent,
 }
 
 #[cfg(test)]
@@ -498,7 +475,7 @@ mod tests {
         assert_eq!(classify(&refused), Failure::NotSent);
         let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert_eq!(classify(&reset), Failure::MaybeSent);
-        let timeout: BoxError = Box::new(AttemptError::Timeout(Duration::from_secs(1)));
+        let timeout: BoxError = Box::new(tower::timeout::error::Elapsed::new());
         assert_eq!(classify(&timeout), Failure::MaybeSent);
     }
 }

@@ -57,7 +57,7 @@ use crate::body::{BodyError, Collect, DEFAULT_BODY_LIMIT, check_declared};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{HmacCredentials, sensitive_header};
 use crate::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
-use crate::policy::{Accepts, AuthMode, PolicyError, SelectedAuth};
+use crate::policy::{Accepts, AuthMode, PolicyError, RoutePrefix, SelectedAuth};
 use crate::sign::{Timestamp, TimestampError};
 
 /// A request could not be signed; nothing was sent.
@@ -179,17 +179,25 @@ fn signing_target(uri: &Uri) -> Option<&str> {
         .filter(|t| t.starts_with('/'))
 }
 
+/// The request-target to sign: as sent, or without a gateway's unsigned [`RoutePrefix`].
+fn target_to_sign<'a>(uri: &'a Uri, ext: &Extensions) -> Option<&'a str> {
+    let target = signing_target(uri)?;
+    Some(match ext.get::<RoutePrefix>() {
+        Some(prefix) => prefix.signing_target(target),
+        None => target,
+    })
+}
+
 /// Takes a timestamp, signs, and inserts the three headers; refuses a target that is not in
 /// origin form.
 fn apply<C: Clock>(
     headers: &mut HeaderMap,
-    method: &Method,
-    uri: &Uri,
+    (method, uri, ext): (&Method, &Uri, &Extensions),
     creds: &HmacCredentials,
     clock: &C,
     body: &[u8],
 ) -> Result<(), SigningError> {
-    let target = signing_target(uri).ok_or_else(|| invalid_target(method, uri))?;
+    let target = target_to_sign(uri, ext).ok_or_else(|| invalid_target(method, uri))?;
     let ts = Timestamp::now(clock)?;
     let sig = creds.sign_bytes(
         ts.as_bytes(),
@@ -252,8 +260,7 @@ where
             if let Some(creds) = creds
                 && let Err(e) = apply(
                     &mut parts.headers,
-                    &parts.method,
-                    &parts.uri,
+                    (&parts.method, &parts.uri, &parts.extensions),
                     creds,
                     &self.clock,
                     &bytes,
@@ -404,8 +411,7 @@ where
                     if let Some((creds, clock)) = &signer {
                         apply(
                             &mut parts.headers,
-                            &parts.method,
-                            &parts.uri,
+                            (&parts.method, &parts.uri, &parts.extensions),
                             creds,
                             clock,
                             &body,

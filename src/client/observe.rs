@@ -1,5 +1,5 @@
-//! One attempt: send through the authentication stack, learn the clock offset from the
-//! response's `Date`, read the body within a limit, all within the attempt's timeout.
+//! The clock-skew observer layer: the server's clock offset from each response's `Date`, and the
+//! response body read within a limit.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -18,8 +19,6 @@ use super::error::Error;
 use crate::BoxError;
 use crate::body::{BodyError, Collect, get_unhashed};
 use crate::clock::{Clock, OffsetClock};
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A timeout for one request, overriding the client's; insert it into the request's extensions.
 ///
@@ -30,8 +29,6 @@ pub struct RequestTimeout(pub Duration);
 /// What went wrong within one attempt, after the authentication stack.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AttemptError {
-    #[error("no complete response within {0:?}")]
-    Timeout(Duration),
     #[error("the {status} response body exceeds the {limit}-byte limit")]
     TooLarge { status: StatusCode, limit: usize },
     #[error("reading the response body failed: {0}")]
@@ -41,7 +38,6 @@ pub(crate) enum AttemptError {
 impl AttemptError {
     pub(crate) fn into_error(self) -> Error {
         match self {
-            Self::Timeout(d) => Error::Timeout(d),
             Self::TooLarge { status, limit } => Error::ResponseTooLarge { status, limit },
             Self::BodyRead(e) => Error::Transport(e),
         }
@@ -150,101 +146,83 @@ impl std::fmt::Debug for SkewTracker {
     }
 }
 
-/// The stack's response future and body.
-type StackFuture = <super::Stack as Service<Request<Full<Bytes>>>>::Future;
-type StackBody = http_body_util::Either<super::pool::PooledBody, super::transport::CustomBody>;
-
-/// One attempt through `svc`, which the caller has made ready: the timeout (the request's
-/// [`RequestTimeout`], else `timeout`) covers sending, the response head and the body; the
-/// response's `Date` feeds `skew`; the body is read up to `limit` bytes (a single chunk is kept
-/// without a copy).
-///
-/// Calling the stack signs the request: the timestamp is taken as close to sending as it can
-/// be.
-pub(crate) fn attempt<'a>(
-    svc: &mut super::Stack,
-    req: Request<Full<Bytes>>,
-    timeout: Option<Duration>,
-    skew: &'a SkewTracker,
+/// The clock-skew observer: learns the server's clock offset from each response's `Date` and
+/// reads the response body within a limit, so that the attempt timeout above it covers the
+/// whole exchange and the retry policy can read the body (`retryAfterSeconds`).
+#[derive(Clone, Debug)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    skew: Arc<SkewTracker>,
     limit: usize,
-) -> Attempt<'a> {
-    let timeout = req
-        .extensions()
-        .get::<RequestTimeout>()
-        .map(|t| t.0)
-        .or(timeout);
-    let sent = skew.local_now();
-    let receive = Receive {
-        skew,
-        sent,
-        limit,
-        state: ReceiveState::Head { fut: svc.call(req) },
-    };
-    match timeout {
-        Some(after) => Attempt::Timed {
-            fut: tokio::time::timeout(after, receive),
-            after,
-        },
-        None => Attempt::Untimed { fut: receive },
+}
+
+impl<S> Observe<S> {
+    pub(crate) fn new(inner: S, skew: Arc<SkewTracker>, limit: usize) -> Self {
+        Self { inner, skew, limit }
     }
 }
 
-pin_project! {
-    /// The future of [`attempt`].
-    #[project = AttemptProj]
-    pub(crate) enum Attempt<'a> {
-        Timed {
-            #[pin]
-            fut: tokio::time::Timeout<Receive<'a>>,
-            after: Duration,
-        },
-        Untimed {
-            #[pin]
-            fut: Receive<'a>,
-        },
+impl<S, B> Service<Request<Full<Bytes>>> for Observe<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Bytes>;
+    type Error = BoxError;
+    type Future = Receive<S::Future, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
     }
-}
 
-impl Future for Attempt<'_> {
-    type Output = Result<Response<Bytes>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AttemptProj::Timed { fut, after } => fut
-                .poll(cx)
-                .map(|r| r.unwrap_or_else(|_| Err(AttemptError::Timeout(*after).into()))),
-            AttemptProj::Untimed { fut } => fut.poll(cx),
+    /// Calling the stack below signs the request: the timestamp is taken as close to sending
+    /// as it can be.
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        let sent = self.skew.local_now();
+        Receive {
+            skew: self.skew.clone(),
+            sent,
+            limit: self.limit,
+            state: ReceiveState::Head {
+                fut: self.inner.call(req),
+            },
         }
     }
 }
 
 pin_project! {
     /// Awaits the response head, learns the clock offset from its `Date`, and reads the body.
-    pub(crate) struct Receive<'a> {
-        skew: &'a SkewTracker,
+    pub(crate) struct Receive<F, B> {
+        skew: Arc<SkewTracker>,
         sent: i64,
         limit: usize,
         #[pin]
-        state: ReceiveState,
+        state: ReceiveState<F, B>,
     }
 }
 
 pin_project! {
     #[project = ReceiveProj]
-    enum ReceiveState {
+    enum ReceiveState<F, B> {
         Head {
             #[pin]
-            fut: StackFuture,
+            fut: F,
         },
         Body {
             #[pin]
-            collect: Collect<StackBody>,
+            collect: Collect<B>,
             parts: Option<http::response::Parts>,
         },
     }
 }
 
-impl Future for Receive<'_> {
+impl<F, B> Future for Receive<F, B>
+where
+    F: Future<Output = Result<Response<B>, BoxError>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Output = Result<Response<Bytes>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -253,9 +231,9 @@ impl Future for Receive<'_> {
             match this.state.as_mut().project() {
                 ReceiveProj::Head { fut } => {
                     let response = ready!(fut.poll(cx))?;
-                    let skew = *this.skew;
-                    let received = skew.local_now();
-                    skew.observe(response.status(), response.headers(), *this.sent, received);
+                    let received = this.skew.local_now();
+                    this.skew
+                        .observe(response.status(), response.headers(), *this.sent, received);
                     let (parts, body) = response.into_parts();
                     this.state.set(ReceiveState::Body {
                         collect: Collect::new(body, *this.limit, None),

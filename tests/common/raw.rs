@@ -1,0 +1,225 @@
+//! A raw HTTP/1.1 server on 127.0.0.1 (plain or TLS) for transport tests: it records every
+//! request as it arrived on the wire, counts the connections it accepted and those still open,
+//! and answers through a handler. Each connection is served in keep-alive until the peer
+//! closes it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct RawRequest {
+    /// `GET /x HTTP/1.1`
+    pub line: String,
+    /// Header names lower-cased, values as text.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn method(&self) -> &str {
+        self.line.split(' ').next().unwrap_or_default()
+    }
+
+    pub fn target(&self) -> &str {
+        self.line.split(' ').nth(1).unwrap_or_default()
+    }
+}
+
+/// What a handler does with a request.
+pub enum Answer {
+    /// Status and JSON body, keep-alive.
+    Json(u16, String),
+    /// Answers 200 right after the head, without reading the body, then never reads again.
+    EarlyAndStall,
+}
+
+pub type Handler = Arc<dyn Fn(&RawRequest) -> Answer + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct Stats {
+    pub accepted: Arc<AtomicUsize>,
+    pub open: Arc<AtomicUsize>,
+    pub requests: Arc<Mutex<Vec<RawRequest>>>,
+}
+
+impl Stats {
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+/// Starts a plain server with `handler`.
+pub async fn serve(handler: Handler) -> (SocketAddr, Stats) {
+    serve_with(handler, None).await
+}
+
+/// Starts a server, over TLS when `tls` is given.
+pub async fn serve_with(
+    handler: Handler,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (SocketAddr, Stats) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stats = Stats::default();
+    let s = stats.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            s.accepted.fetch_add(1, Ordering::SeqCst);
+            s.open.fetch_add(1, Ordering::SeqCst);
+            let (s, handler, tls) = (s.clone(), handler.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tls {
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(tcp).await {
+                            connection(stream, &handler, &s).await;
+                        }
+                    }
+                    None => connection(tcp, &handler, &s).await,
+                }
+                s.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, stats)
+}
+
+/// A server that accepts TCP connections and never says anything (a TLS handshake to it never
+/// completes). Returns its address and the count of connections accepted.
+pub async fn silent() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    (addr, accepted)
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    handler: &Handler,
+    stats: &Stats,
+) {
+    let mut buf = Vec::new();
+    loop {
+        // The head.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let mut lines = head.split("\r\n");
+        let line = lines.next().unwrap_or_default().to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut req = RawRequest {
+            line,
+            headers,
+            body: Vec::new(),
+        };
+        let answer = handler(&req);
+        if let Answer::EarlyAndStall = answer {
+            stats.requests.lock().expect("lock").push(req);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            // Never read again; hold the connection until the peer goes away.
+            std::future::pending::<()>().await;
+            return;
+        }
+        while buf.len() < length {
+            let mut chunk = [0u8; 65536];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        req.body = buf.drain(..length).collect();
+        let Answer::Json(status, body) = handler(&req) else {
+            return;
+        };
+        stats.requests.lock().expect("lock").push(req);
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The TLS server configuration for the test certificate (`localhost`, 127.0.0.1), issued by
+/// the test CA in `fixtures/tls`, with these ALPN protocols.
+pub fn server_tls(alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = vec![
+        CertificateDer::from_pem_slice(include_bytes!("../fixtures/tls/leaf.pem")).expect("leaf"),
+    ];
+    let key =
+        PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/leaf.pk8.pem")).expect("key");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("certificate");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A client TLS configuration that trusts only the test CA.
+pub fn client_tls() -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(include_bytes!("../fixtures/tls/ca.pem")).expect("ca"))
+        .expect("root");
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
