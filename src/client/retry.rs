@@ -466,6 +466,245 @@ mod tests {
         }
     }
 
+    mod layer {
+        use super::*;
+        use tower::ServiceExt as _;
+        use tower_layer::Layer as _;
+        use tower_test::mock;
+
+        type Mock = mock::Mock<Request<Full<Bytes>>, Response<Bytes>>;
+        type Handle = mock::Handle<Request<Full<Bytes>>, Response<Bytes>>;
+
+        fn pair(config: RetryConfig) -> (Retry<Mock>, Handle) {
+            let (svc, handle) = mock::pair();
+            (RetryLayer::new(RetryPolicy::new(config)).layer(svc), handle)
+        }
+
+        fn req(method: Method) -> Request<Full<Bytes>> {
+            let mut req = Request::new(Full::new(Bytes::from_static(b"{}")));
+            *req.method_mut() = method;
+            *req.uri_mut() = "/orders".parse().expect("uri");
+            req
+        }
+
+        fn status(code: u16) -> Response<Bytes> {
+            let mut resp = Response::new(Bytes::new());
+            *resp.status_mut() = StatusCode::from_u16(code).expect("status");
+            resp
+        }
+
+        fn rate_limited(retry_after: &'static str) -> Response<Bytes> {
+            let mut resp = status(429);
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static(retry_after),
+            );
+            resp
+        }
+
+        /// Runs one request, answering its attempts in turn; returns the outcome, the number
+        /// of attempts and the (paused, auto-advanced) time it took.
+        async fn run(
+            config: RetryConfig,
+            method: Method,
+            answers: Vec<Result<Response<Bytes>, BoxError>>,
+        ) -> (Result<Response<Bytes>, BoxError>, usize, Duration) {
+            let (svc, mut handle) = pair(config);
+            let started = tokio::time::Instant::now();
+            let call = tokio::spawn(svc.oneshot(req(method)));
+            let mut attempts = 0;
+            for answer in answers {
+                let next = tokio::time::timeout(Duration::from_secs(3600), handle.next_request());
+                let Ok(Some((req, send))) = next.await else {
+                    break;
+                };
+                assert_eq!(req.body().clone().into_inner_bytes(), b"{}".as_slice());
+                attempts += 1;
+                match answer {
+                    Ok(resp) => send.send_response(resp),
+                    Err(e) => send.send_error(e),
+                }
+            }
+            let out = call.await.expect("join");
+            (out, attempts, started.elapsed())
+        }
+
+        trait IntoBytes {
+            fn into_inner_bytes(self) -> Bytes;
+        }
+        impl IntoBytes for Full<Bytes> {
+            fn into_inner_bytes(self) -> Bytes {
+                use http_body_util::BodyExt as _;
+                futures_util::FutureExt::now_or_never(self.collect())
+                    .and_then(Result::ok)
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default()
+            }
+        }
+
+        fn refused() -> BoxError {
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+        }
+
+        fn reset() -> BoxError {
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn unavailable_is_retried_for_idempotent_methods_only() {
+            let answers = || vec![Ok(status(503)), Ok(status(502)), Ok(status(200))];
+            let (out, attempts, _) = run(RetryConfig::default(), Method::GET, answers()).await;
+            assert_eq!(out.expect("ok").status(), StatusCode::OK);
+            assert_eq!(attempts, 3);
+            let (out, attempts, _) = run(RetryConfig::default(), Method::POST, answers()).await;
+            assert_eq!(out.expect("503").status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(attempts, 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn max_attempts_bounds_the_retries() {
+            let answers = vec![
+                Ok(status(503)),
+                Ok(status(503)),
+                Ok(status(503)),
+                Ok(status(200)),
+            ];
+            let (out, attempts, _) = run(RetryConfig::default(), Method::GET, answers).await;
+            assert_eq!(out.expect("503").status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(attempts, 3);
+            let answers = vec![Ok(status(503)), Ok(status(200))];
+            let (out, attempts, _) = run(RetryConfig::disabled(), Method::GET, answers).await;
+            assert_eq!(out.expect("503").status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(attempts, 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn rate_limits_wait_as_asked_even_for_posts() {
+            let answers = vec![Ok(rate_limited("7")), Ok(status(201))];
+            let (out, attempts, took) = run(RetryConfig::default(), Method::POST, answers).await;
+            assert_eq!(out.expect("ok").status(), StatusCode::CREATED);
+            assert_eq!(attempts, 2);
+            assert!(
+                took >= Duration::from_secs(7) && took < Duration::from_secs(8),
+                "{took:?}"
+            );
+            // A body's retryAfterSeconds, when there is no header.
+            let mut body_says = status(429);
+            *body_says.body_mut() = Bytes::from_static(br#"{"retryAfterSeconds":2}"#);
+            let answers = vec![Ok(body_says), Ok(status(200))];
+            let (_, attempts, took) = run(RetryConfig::default(), Method::GET, answers).await;
+            assert_eq!(attempts, 2);
+            assert!(
+                took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+                "{took:?}"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_wait_longer_than_allowed_is_returned() {
+            let answers = vec![Ok(rate_limited("600")), Ok(status(200))];
+            let (out, attempts, took) = run(RetryConfig::default(), Method::GET, answers).await;
+            assert_eq!(out.expect("429").status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(attempts, 1);
+            assert!(took < Duration::from_secs(1));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn no_retry_starts_after_the_time_budget() {
+            let config = RetryConfig {
+                max_elapsed: Duration::from_secs(30),
+                max_attempts: 10,
+                ..RetryConfig::default()
+            };
+            let answers = vec![
+                Ok(rate_limited("20")),
+                Ok(rate_limited("20")),
+                Ok(status(200)),
+            ];
+            let (out, attempts, took) = run(config, Method::GET, answers).await;
+            assert_eq!(out.expect("429").status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(attempts, 2, "20 s + 20 s is past the 30 s budget");
+            assert!(took >= Duration::from_secs(20) && took < Duration::from_secs(21));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn connect_failures_are_retried_even_for_posts_lost_connections_are_not() {
+            let answers = vec![Err(refused()), Err(refused()), Ok(status(201))];
+            let (out, attempts, took) = run(RetryConfig::default(), Method::POST, answers).await;
+            assert_eq!(out.expect("ok").status(), StatusCode::CREATED);
+            assert_eq!(attempts, 3);
+            // Backoff with jitter: the upper half of 100 ms, then of 200 ms.
+            assert!(took >= Duration::from_millis(150) && took <= Duration::from_millis(300));
+            let answers = vec![Err(reset()), Ok(status(201))];
+            let (out, attempts, _) = run(RetryConfig::default(), Method::POST, answers).await;
+            assert!(out.is_err());
+            assert_eq!(
+                attempts, 1,
+                "a POST that may have been processed is not repeated"
+            );
+            let answers = vec![Err(reset()), Ok(status(200))];
+            let (out, attempts, _) = run(RetryConfig::default(), Method::GET, answers).await;
+            assert_eq!(out.expect("ok").status(), StatusCode::OK);
+            assert_eq!(attempts, 2);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn client_errors_and_local_errors_are_final() {
+            for code in [400, 401, 403, 409, 422] {
+                let answers = vec![Ok(status(code)), Ok(status(200))];
+                let (out, attempts, _) = run(RetryConfig::default(), Method::GET, answers).await;
+                assert_eq!(out.expect("status").status().as_u16(), code);
+                assert_eq!(attempts, 1, "{code}");
+            }
+            let local: BoxError = Box::new(BodyError::TooLarge { limit: 1 });
+            let (out, attempts, _) = run(
+                RetryConfig::default(),
+                Method::GET,
+                vec![Err(local), Ok(status(200))],
+            )
+            .await;
+            assert!(out.is_err());
+            assert_eq!(attempts, 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_skewed_401_is_retried_once_by_the_clients_policy_only() {
+            use crate::clock::FixedClock;
+            let answers = || vec![Ok(status(401)), Ok(status(401)), Ok(status(200))];
+            // The layer on its own has no skew tracking: a 401 is final.
+            let (_, attempts, _) = run(RetryConfig::default(), Method::GET, answers()).await;
+            assert_eq!(attempts, 1);
+            // The client's policy, with a skew beyond the threshold, re-signs once.
+            let skew = Arc::new(SkewTracker::new(
+                Arc::new(FixedClock::new(0)),
+                Duration::from_secs(5),
+            ));
+            let mut date = HeaderMap::new();
+            date.insert(
+                http::header::DATE,
+                http::HeaderValue::from_static("Thu, 01 Jan 1970 00:01:00 GMT"),
+            );
+            skew.observe(StatusCode::OK, &date, 0, 0);
+            assert!(skew.exceeds_threshold());
+            let (svc, mut handle) = mock::pair();
+            let svc =
+                RetryLayer::new(RetryPolicy::with_skew(RetryConfig::default(), skew)).layer(svc);
+            let call = tokio::spawn(svc.oneshot(req(Method::POST)));
+            let mut attempts = 0;
+            for answer in answers() {
+                let next = tokio::time::timeout(Duration::from_secs(60), handle.next_request());
+                let Ok(Some((_, send))) = next.await else {
+                    break;
+                };
+                attempts += 1;
+                send.send_response(answer.expect("response"));
+            }
+            let out = call.await.expect("join").expect("response");
+            assert_eq!(out.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(attempts, 2, "one re-signed retry, even for a POST");
+        }
+    }
+
     #[test]
     fn classification() {
         let local: BoxError = Box::new(BodyError::TooLarge { limit: 1 });
