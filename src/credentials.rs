@@ -243,7 +243,16 @@ fn decode_secret(secret_b64: &str) -> Result<Zeroizing<Vec<u8>>, CredentialError
     if bytes.iter().any(|b| matches!(b, b'-' | b'_')) {
         return bad(SecretProblem::UrlSafeAlphabet);
     }
+    // A character outside the alphabet is named by its position before any length or padding
+    // problem, which it would otherwise masquerade as.
+    if let Some(offset) = bytes
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')))
+    {
+        return bad(SecretProblem::InvalidCharacter { offset });
+    }
     // Unpadded input is the common mistake; name it rather than a generic length error.
+
     let unpadded = !bytes.len().is_multiple_of(4) && !bytes.contains(&b'=');
     let mut key = Zeroizing::new(Vec::with_capacity(bytes.len() / 4 * 3 + 3));
     match STANDARD.decode_vec(bytes, &mut key) {
@@ -295,7 +304,8 @@ impl IdentityToken {
     /// Validates the token: non-empty, visible ASCII, without a `Bearer ` prefix.
     pub fn new(token: impl Into<String>) -> Result<Self, CredentialError> {
         let token = token.into();
-        if token.len() > 7 && token[..7].eq_ignore_ascii_case("bearer ") {
+        // Compared as bytes: slicing the string could split a multi-byte character.
+        if token.len() > 7 && token.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ") {
             drop(Zeroizing::new(token));
             return Err(CredentialError::BearerPrefix);
         }
@@ -495,6 +505,8 @@ mod tests {
                 SecretProblem::NonCanonicalTrailingBits,
             ),
             ("QQ==QQ==", SecretProblem::InvalidPadding),
+            ("c2Vj*cmV0", SecretProblem::InvalidCharacter { offset: 4 }),
+            ("c2VjcmV0!", SecretProblem::InvalidCharacter { offset: 8 }),
             ("A", SecretProblem::MissingPadding),
             ("====", SecretProblem::InvalidPadding),
         ];
@@ -579,6 +591,27 @@ mod tests {
         let k = ApiKey::new("lmts_abc").expect("valid");
         assert_eq!(k.header_value().as_bytes(), b"lmts_abc");
         assert!(k.header_value().is_sensitive());
+    }
+
+    #[test]
+    fn identity_tokens_with_multibyte_characters_do_not_panic() {
+        for token in [
+            "Bearer\u{a0}eyJhbGciOi",
+            "abcdefé…",
+            "ééééé",
+            "Bearer é",
+            "bearer\u{2003}x",
+        ] {
+            let err = IdentityToken::new(token).expect_err("not a header value");
+            assert!(
+                matches!(
+                    err,
+                    CredentialError::InvalidHeaderValue { .. } | CredentialError::BearerPrefix
+                ),
+                "{token:?}: {err:?}"
+            );
+            assert!(!err.to_string().contains("eyJ"), "{err}");
+        }
     }
 
     #[test]

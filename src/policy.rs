@@ -627,10 +627,46 @@ impl PolicyError {
     pub(crate) fn missing(method: &Method, uri: &http::Uri, accepts: Accepts) -> Self {
         Self::MissingCredential {
             method: method.clone(),
-            path: uri.path().to_owned(),
+            path: display_path(uri.path()).into_owned(),
             accepts,
         }
     }
+}
+
+/// A request path as it may appear in errors and traces: a token id under
+/// `/auth/api-tokens/` is replaced by the route template `{tokenId}`, wherever the path puts
+/// it (behind a base-URL prefix too).
+///
+/// ```
+/// use limitless_auth::policy::display_path;
+///
+/// assert_eq!(display_path("/auth/api-tokens/tok_123"), "/auth/api-tokens/{tokenId}");
+/// assert_eq!(display_path("/x/AUTH/api-tokens/tok/"), "/x/AUTH/api-tokens/{tokenId}/");
+/// assert_eq!(display_path("/auth/api-tokens/capabilities"), "/auth/api-tokens/capabilities");
+/// assert_eq!(display_path("/orders"), "/orders");
+/// ```
+pub fn display_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const ROUTE: &[u8] = b"/auth/api-tokens/";
+    let bytes = path.as_bytes();
+    let Some(at) = bytes
+        .windows(ROUTE.len())
+        .position(|w| w.eq_ignore_ascii_case(ROUTE))
+    else {
+        return path.into();
+    };
+    let start = at + ROUTE.len();
+    let end = bytes[start..]
+        .iter()
+        .position(|b| *b == b'/')
+        .map_or(bytes.len(), |i| start + i);
+    let segment = &path[start..end];
+    if segment.is_empty()
+        || segment.eq_ignore_ascii_case("capabilities")
+        || segment.eq_ignore_ascii_case("derive")
+    {
+        return path.into();
+    }
+    format!("{}{{tokenId}}{}", &path[..start], &path[end..]).into()
 }
 
 /// "no Privy identity token (LIMITLESS_IDENTITY_TOKEN)" … for error messages.
@@ -775,7 +811,7 @@ impl PolicyConfig {
             Some(requested) if !accepts.contains(requested) => {
                 return Err(PolicyError::ModeNotAccepted {
                     method: req.method().clone(),
-                    path: req.uri().path().to_owned(),
+                    path: display_path(req.uri().path()).into_owned(),
                     requested,
                     accepts,
                 });

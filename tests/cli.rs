@@ -474,6 +474,86 @@ mod against_the_mock {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn content_types_dot_segments_and_the_timeout() {
+        let mock = MockServer::start().await.expect("mock");
+        let base = mock.base_url();
+        let hmac = vec![
+            ("LMTS_TOKEN_ID".to_owned(), PARTNER_TOKEN_ID.to_owned()),
+            (
+                "LMTS_TOKEN_SECRET".to_owned(),
+                PARTNER_TOKEN_SECRET.to_owned(),
+            ),
+        ];
+        let dir = std::env::temp_dir().join(format!("lmts-ct-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("body.bin");
+        std::fs::write(&file, [0u8, 159, 146, 150]).expect("write");
+        let file = file.to_str().expect("path").to_owned();
+        let cases: [(Vec<&str>, Option<&str>); 3] = [
+            (vec!["--body", "{}"], Some("application/json")),
+            (vec!["--body-file", &file], None),
+            (
+                vec![
+                    "--body-file",
+                    &file,
+                    "--content-type",
+                    "application/octet-stream",
+                ],
+                Some("application/octet-stream"),
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut args = strings(&["request", "POST", "/orders", "--base-url", &base]);
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            lmts_async(args, hmac.clone()).await;
+            let rec = mock.requests().pop().expect("recorded");
+            assert_eq!(
+                rec.headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok()),
+                expected,
+                "{extra:?}"
+            );
+            assert_eq!(rec.signature_valid, Some(true));
+        }
+        std::fs::remove_dir_all(&dir).ok();
+
+        // A token id of `..` cannot turn the revoke into another route.
+        for (id, target) in [
+            ("..", "/auth/api-tokens/%2E%2E"),
+            (".", "/auth/api-tokens/%2E"),
+        ] {
+            let out = lmts_async(
+                strings(&["tokens", "revoke", id, "--base-url", &base]),
+                hmac.clone(),
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+            assert_eq!(mock.requests().pop().expect("recorded").target, target);
+        }
+
+        // A server that never answers: --timeout bounds each attempt; the GET was sent.
+        let (addr, _) = common::raw::silent().await;
+        let started = std::time::Instant::now();
+        let out = lmts_async(
+            strings(&[
+                "request",
+                "GET",
+                "/markets/active",
+                "--base-url",
+                &format!("http://{addr}"),
+                "--timeout",
+                "0.3",
+            ]),
+            hmac,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("no complete response within 300ms"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mock_subcommand_serves_until_stopped() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lmts"))
             .args(["mock", "--addr", "127.0.0.1:0"])
@@ -483,21 +563,54 @@ mod against_the_mock {
             .spawn()
             .expect("lmts mock starts");
         let stdout = child.stdout.take().expect("stdout");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        let lines = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut lines = Vec::new();
+            for _ in 0..5 {
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                lines.push(line.trim_end().to_owned());
+            }
+            Ok::<_, std::io::Error>(lines)
         })
         .await
         .expect("reader")
-        .expect("first line");
+        .expect("five lines");
+        let line = &lines[0];
         let url = line
-            .trim_end()
             .strip_prefix("listening on ")
             .expect("listening line")
             .to_owned();
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        // Ready-to-paste export lines: the base URL and the seeded partner credentials.
+        let exports: Vec<(String, String)> = lines[1..]
+            .iter()
+            .map(|l| {
+                let (k, v) = l
+                    .strip_prefix("export ")
+                    .and_then(|kv| kv.split_once('='))
+                    .expect("export line");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "LIMITLESS_API_URL",
+                "LMTS_TOKEN_ID",
+                "LMTS_TOKEN_SECRET",
+                "LIMITLESS_IDENTITY_TOKEN"
+            ]
+        );
+        assert_eq!(exports[0].1, url);
+        // With nothing but those, the CLI works against the server without --mock.
+        let out = lmts_async(strings(&["tokens", "list"]), exports.clone()).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = lmts_async(strings(&["capabilities"]), exports).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let client = limitless_auth::client::Client::builder()
-            .base_url(url)
+            .base_url(url.clone())
             .identity(limitless_auth::IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
             .build()
             .expect("client");
@@ -506,4 +619,161 @@ mod against_the_mock {
         child.wait().expect("reaped");
         assert_eq!(caps.expect("served").partner_profile_id, Some(42));
     }
+}
+
+#[test]
+fn every_help_names_its_variables_and_the_exit_statuses() {
+    let network = [
+        "LMTS_TOKEN_ID",
+        "LMTS_TOKEN_SECRET",
+        "LIMITLESS_IDENTITY_TOKEN",
+        "LIMITLESS_API_KEY",
+        "LIMITLESS_API_URL",
+    ];
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&["sign"], &["LMTS_TOKEN_ID", "LMTS_TOKEN_SECRET"]),
+        (&["capabilities"], &network),
+        (&["request"], &network),
+        (&["tokens"], &network),
+        (&["tokens", "list"], &network),
+        (&["tokens", "derive"], &network),
+        (&["tokens", "revoke"], &network),
+        (&["mock"], &["export"]),
+    ];
+    for (command, vars) in cases {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = lmts(&args, &[], None);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = text(&out.stdout);
+        assert!(help.contains("Exit status:"), "{args:?}: {help}");
+        assert!(help.contains("  2  nothing was"), "{args:?}: {help}");
+        for var in vars {
+            assert!(help.contains(var), "{args:?} lacks {var}: {help}");
+        }
+    }
+    let top = text(&lmts(&["--help"], &[], None).stdout);
+    assert!(top.contains("Exit status:") && top.contains("  1  the request was sent"));
+    for network_command in ["capabilities", "request", "tokens"] {
+        let help = text(&lmts(&[network_command, "--help"], &[], None).stdout);
+        if network_command != "tokens" {
+            assert!(help.contains("--timeout <SECS>"), "{help}");
+        }
+    }
+}
+
+#[test]
+fn bodies_are_read_within_the_limit_in_constant_memory() {
+    // /dev/zero never ends: only a bounded read can refuse it.
+    let started = std::time::Instant::now();
+    let out = lmts(
+        &["sign", "POST", "/orders", "--body-file", "/dev/zero"],
+        &env(),
+        None,
+    );
+    assert_local_error(&out, "larger than the 1048576-byte limit");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let big = vec![b'x'; (1 << 20) + 1];
+    let out = lmts(
+        &["sign", "POST", "/orders", "--body-file", "-"],
+        &env(),
+        Some(&big),
+    );
+    assert_local_error(&out, "larger than the 1048576-byte limit");
+    let exact = vec![b'x'; 1 << 20];
+    let out = lmts(
+        &["sign", "POST", "/orders", "--body-file", "-"],
+        &env(),
+        Some(&exact),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = lmts(
+        &[
+            "request",
+            "POST",
+            "/orders",
+            "--body-file",
+            "/dev/zero",
+            "--mock",
+        ],
+        &[],
+        None,
+    );
+    assert_local_error(&out, "larger than the 1048576-byte limit");
+}
+
+/// Runs `lmts` with its standard output going to /dev/full, where every write fails.
+fn lmts_to_full(args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    Command::new(env!("CARGO_BIN_EXE_lmts"))
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("lmts runs")
+}
+
+#[test]
+fn unwritable_output_after_sending_exits_1() {
+    let out = lmts_to_full(&["tokens", "derive", "--mock"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("was created, but its secret could not be printed"),
+        "{err}"
+    );
+    let id = err
+        .split("the token ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the token id is named");
+    assert!(err.contains(&format!("`lmts tokens revoke {id}`")), "{err}");
+    let out = lmts_to_full(&["capabilities", "--mock"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the request succeeded, but cannot write"));
+    // Nothing is sent by `sign`: exit 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_lmts"))
+        .args(["sign", "GET", "/orders"])
+        .env_clear()
+        .envs(env())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        )
+        .stderr(Stdio::piped())
+        .output()
+        .expect("lmts runs");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn timeouts_are_validated() {
+    for bad in ["0", "-1", "soon", "NaN", "1e9"] {
+        let out = lmts(
+            &["request", "GET", "/x", "--mock", "--timeout", bad],
+            &[],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+    let out = lmts(
+        &[
+            "request",
+            "GET",
+            "/markets/active",
+            "--mock",
+            "--timeout",
+            "2.5",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }

@@ -209,7 +209,10 @@ async fn derive_then_list_and_revoke_with_the_derived_credentials() {
         revoke_record.target,
         format!(
             "/auth/api-tokens/{}",
-            limitless_auth::client::encode_segment(&derived[1].token_id)
+            percent_encoding::utf8_percent_encode(
+                &derived[1].token_id,
+                percent_encoding::NON_ALPHANUMERIC
+            )
         )
     );
     assert!(revoke_record.body.is_empty());

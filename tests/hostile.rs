@@ -475,3 +475,175 @@ async fn invalid_client_configuration() {
         Err(Error::InvalidRequest(_))
     ));
 }
+
+#[test]
+fn identity_tokens_with_multibyte_characters_neither_panic_nor_leak() {
+    for token in [
+        "Bearer\u{a0}eyJhbGciOiJFUzI1NiJ9.payload.sig",
+        "abcdefé…eyJ",
+        "ééééééé",
+        "\u{1F600}\u{1F600}eyJ",
+    ] {
+        let err = IdentityToken::new(token).expect_err("not a header value");
+        assert!(
+            matches!(err, CredentialError::InvalidHeaderValue { .. }),
+            "{token:?}: {err:?}"
+        );
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("eyJ") && !shown.contains('é'), "{shown}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_base64_character_is_named_by_its_position() {
+    let err = HmacCredentials::new("id", "c2Vj*cmV0").expect_err("malformed");
+    assert_eq!(
+        err,
+        CredentialError::MalformedSecret(SecretProblem::InvalidCharacter { offset: 4 })
+    );
+    assert_eq!(
+        err.to_string(),
+        "the token secret is not standard padded base64: it has a non-base64 character at offset 4"
+    );
+}
+
+#[tokio::test]
+async fn url_passwords_never_reach_errors_or_debug_output() {
+    let builder = Client::builder().base_url("https://user:hunter2@api.example");
+    assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
+    let err = builder.build().expect_err("credentials in the URL");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    assert!(err.to_string().contains("https://***@api.example"), "{err}");
+}
+
+#[tokio::test]
+async fn dot_segments_in_token_ids_cannot_reach_another_route() {
+    let (mock, client) = mock_and_client().await;
+    for (id, target) in [
+        ("..", "/auth/api-tokens/%2E%2E"),
+        (".", "/auth/api-tokens/%2E"),
+        ("%2E%2E", "/auth/api-tokens/%252E%252E"),
+        ("../derive", "/auth/api-tokens/..%2Fderive"),
+    ] {
+        let err = client.revoke_token(id).await.expect_err("not a token");
+        assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST), "{id}: {err}");
+        let rec = mock.requests().pop().expect("recorded");
+        assert_eq!(rec.target, target);
+        assert_eq!(rec.method, Method::DELETE);
+    }
+}
+
+#[tokio::test]
+async fn an_undecodable_revoke_answer_names_its_type_cleanly() {
+    let (mock, client) = mock_and_client().await;
+    mock.inject(Fault::json(StatusCode::OK, r#"{"msg":1}"#));
+    let err = client
+        .revoke_token(PARTNER_TOKEN_ID)
+        .await
+        .expect_err("no message field");
+    match &err {
+        Error::Decode { expected, .. } => assert_eq!(expected, "RevokeResponse"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.to_string().contains("closure"), "{err}");
+}
+
+#[tokio::test]
+async fn token_ids_stay_out_of_policy_refusals() {
+    // Only an identity token: the HMAC route is refused locally, naming the route template.
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:9")
+        .identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
+        .build()
+        .expect("client");
+    let err = client
+        .revoke_token("tok_SECRETID")
+        .await
+        .expect_err("no HMAC credentials");
+    assert!(matches!(err, Error::Policy(_)), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("SECRETID"), "{shown}");
+    assert!(
+        err.to_string()
+            .starts_with("DELETE /auth/api-tokens/{tokenId} accepts"),
+        "{err}"
+    );
+    // A caller-built path gets the same treatment.
+    let req = Request::delete("/auth/api-tokens/tok_SECRETID/x")
+        .body(Bytes::new())
+        .expect("request");
+    let err = client.send(req).await.expect_err("refused");
+    assert!(!err.to_string().contains("SECRETID"), "{err}");
+}
+
+#[tokio::test]
+async fn the_mock_answers_413_to_an_oversized_body() {
+    let mock = MockServer::start().await.expect("mock");
+    let client = Client::builder()
+        .base_url(mock.base_url())
+        .hmac(HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"))
+        .body_limit(8 << 20)
+        .retry(RetryConfig::disabled())
+        .build()
+        .expect("client");
+    let resp = client
+        .request(
+            Method::POST,
+            "/orders",
+            Some(Bytes::from(vec![b' '; 5 << 20])),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let rec = mock.requests().pop().expect("recorded");
+    assert_eq!(rec.status, Some(StatusCode::PAYLOAD_TOO_LARGE));
+    assert_eq!(rec.signature_valid, None, "never verified");
+}
+
+#[tokio::test]
+async fn the_mock_routes_like_the_policy() {
+    let (mock, client) = mock_and_client().await;
+    for target in ["/auth/api-tokens/", "/AUTH/Api-Tokens", "/auth/api-tokens"] {
+        let resp = client
+            .request(Method::GET, target, None)
+            .await
+            .expect("answered");
+        assert_eq!(resp.status, StatusCode::OK, "{target}");
+        assert_eq!(
+            mock.requests().pop().expect("recorded").signature_valid,
+            Some(true)
+        );
+    }
+    let resp = client
+        .request(Method::GET, "/Auth/API-Tokens/Capabilities/", None)
+        .await
+        .expect("answered");
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(
+        mock.requests()
+            .pop()
+            .expect("recorded")
+            .headers
+            .contains_key("identity")
+    );
+}
+
+#[tokio::test]
+async fn recorded_requests_redact_authentication_headers() {
+    let (mock, client) = mock_and_client().await;
+    client.list_tokens().await.expect("listed");
+    client.capabilities().await.expect("capabilities");
+    for rec in mock.requests() {
+        let shown = format!("{rec:?}");
+        for name in ["lmts-signature", "identity"] {
+            if let Some(v) = rec.headers.get(name) {
+                let v = v.to_str().expect("ascii");
+                assert!(!shown.contains(v), "{shown}");
+                assert!(shown.contains("<redacted>"), "{shown}");
+            }
+        }
+        assert!(!shown.contains(PARTNER_IDENTITY), "{shown}");
+    }
+}

@@ -124,6 +124,18 @@ async fn a_full_session_traced_at_trace_level_shows_no_secret() {
     hmac.revoke_token(&token.token_id).await.expect("revoke");
     let err = hmac.list_tokens().await.expect_err("revoked");
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+    // A path the caller builds, and a policy refusal, both name the route template only.
+    let built = "tok-caller-built-7f3a";
+    let req = http::Request::delete(format!("/auth/api-tokens/{built}"))
+        .body(bytes::Bytes::new())
+        .expect("request");
+    hmac.send(req).await.expect("answered");
+    let refused = "tok-refused-9c1e";
+    let req = http::Request::delete(format!("/x/auth/api-tokens/{refused}"))
+        .body(bytes::Bytes::new())
+        .expect("request");
+    let err = privy.send(req).await.expect_err("no HMAC credentials");
+    assert!(!err.to_string().contains(refused), "{err}");
 
     let text = capture.out.lock().expect("lock").clone();
     if std::env::var_os("SHOW_TRACE").is_some() {
@@ -135,6 +147,7 @@ async fn a_full_session_traced_at_trace_level_shows_no_secret() {
         "method=POST",
         "path=\"/auth/api-tokens/derive\"",
         "path=\"/auth/api-tokens/{tokenId}\"",
+        "refused by the route policy",
         "mode=Privy",
         "mode=HMAC",
         "status=201",
@@ -155,6 +168,8 @@ async fn a_full_session_traced_at_trace_level_shows_no_secret() {
         PARTNER_IDENTITY.to_owned(),
         PARTNER_TOKEN_SECRET.to_owned(),
         label.to_owned(),
+        built.to_owned(),
+        refused.to_owned(),
     ];
     for r in mock.requests() {
         for name in ["lmts-signature", "lmts-api-key", "identity"] {

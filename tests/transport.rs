@@ -141,47 +141,6 @@ async fn the_connect_timeout_bounds_the_tls_handshake() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "TCP was connected");
 }
 
-/// A TLS server offering `alpn` that serves HTTP/2 when negotiated, HTTP/1.1 otherwise, and
-/// counts its connections.
-async fn tls_server(alpn: &[&[u8]]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let acceptor = tokio_rustls::TlsAcceptor::from(raw::server_tls(alpn));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(Bytes::from_static(b"{}")),
-                    ))
-                });
-                let io = TokioIo::new(tls);
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                }
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 async fn burst(client: &Client, n: usize) {
     let calls: Vec<_> = (0..n)
         .map(|_| {
@@ -196,7 +155,7 @@ async fn burst(client: &Client, n: usize) {
 
 #[tokio::test]
 async fn http2_carries_many_requests_on_one_tls_connection() {
-    let (addr, accepted) = tls_server(&[b"h2", b"http/1.1"]).await;
+    let (addr, accepted) = raw::tls_server(&[b"h2", b"http/1.1"]).await;
     let client = Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))
         .hmac(hmac())
@@ -208,7 +167,7 @@ async fn http2_carries_many_requests_on_one_tls_connection() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one HTTP/2 connection");
 
     // Without HTTP/2 the same burst needs many HTTP/1.1 connections.
-    let (addr, accepted) = tls_server(&[b"h2", b"http/1.1"]).await;
+    let (addr, accepted) = raw::tls_server(&[b"h2", b"http/1.1"]).await;
     let client = Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))
         .hmac(hmac())
@@ -223,7 +182,7 @@ async fn http2_carries_many_requests_on_one_tls_connection() {
 
 #[tokio::test]
 async fn a_server_the_roots_do_not_vouch_for_is_refused() {
-    let (addr, accepted) = tls_server(&[b"h2", b"http/1.1"]).await;
+    let (addr, accepted) = raw::tls_server(&[b"h2", b"http/1.1"]).await;
     // The default roots (web PKI) do not include the test CA.
     let client = Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))

@@ -1,14 +1,15 @@
 //! `lmts`: sign requests for, and talk to, the Limitless Exchange API.
 //!
-//! Exit status: 0 success; 1 the server answered with an error status; 2 a local error (bad
-//! arguments, malformed credentials, a policy refusal) with nothing sent.
+//! Exit status: 0 success; 1 the request was sent (or may have been) and failed, including
+//! failing to write the output after a successful request; 2 nothing was sent.
 
 // The argument docs are the `--help` text, where a URL reads best bare.
 #![allow(rustdoc::bare_urls)]
 
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write as _};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
@@ -16,7 +17,7 @@ use http::Method;
 use http::uri::PathAndQuery;
 use limitless_auth::client::{self, Client};
 use limitless_auth::clock::SystemClock;
-use limitless_auth::credentials::{ENV_TOKEN_ID, ENV_TOKEN_SECRET};
+use limitless_auth::credentials::{ENV_IDENTITY_TOKEN, ENV_TOKEN_ID, ENV_TOKEN_SECRET};
 use limitless_auth::mock::{
     MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET, USER_IDENTITY,
 };
@@ -27,11 +28,57 @@ use secrecy::ExposeSecret as _;
 /// Environment variable holding the API base URL.
 const ENV_API_URL: &str = "LIMITLESS_API_URL";
 
+/// The largest request body read from `--body`, `--body-file` or standard input.
+const BODY_LIMIT: usize = limitless_auth::DEFAULT_BODY_LIMIT;
+
+const EXIT_STATUSES: &str = "\
+Exit status:
+  0  success
+  1  the request was sent (or may have been) and failed: an error status (its message on
+     stderr), a connection lost or timed out after sending began, or the output could not be
+     written after a successful request
+  2  nothing was sent: bad arguments, malformed credentials, a policy refusal, or a connection
+     that could not be opened";
+
+const NETWORK_HELP: &str = "\
+Environment:
+  LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token (id and base64 secret)
+  LIMITLESS_IDENTITY_TOKEN          Privy identity token (Privy-only routes)
+  LIMITLESS_API_KEY                 legacy API key
+  LIMITLESS_API_URL                 base URL when --base-url is not given
+With --mock, the mock server's partner credentials fill in for any of these that are unset.
+
+Exit status:
+  0  success
+  1  the request was sent (or may have been) and failed: an error status (its message on
+     stderr), a connection lost or timed out after sending began, or the output could not be
+     written after a successful request
+  2  nothing was sent: bad arguments, malformed credentials, a policy refusal, or a connection
+     that could not be opened";
+
+const SIGN_HELP: &str = "\
+Environment:
+  LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token (id and base64 secret)
+
+Exit status:
+  0  the headers were printed
+  2  nothing was printed: bad arguments, malformed or missing credentials, unwritable output";
+
+const MOCK_HELP: &str = "\
+Environment: none. The server prints its base URL (first line: `listening on http://ADDR`)
+and the seeded partner credentials as `export` lines, ready to paste into a shell; the mock's
+secret is public by design.
+
+Exit status:
+  0  stopped with Ctrl-C
+  2  nothing was served: the server could not start";
+
 #[derive(Parser)]
 #[command(
     name = "lmts",
     version,
-    about = "Sign requests for, and talk to, the Limitless Exchange API"
+    about = "Sign requests for, and talk to, the Limitless Exchange API",
+    after_help = EXIT_STATUSES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,30 +89,40 @@ struct Cli {
 enum Command {
     /// Print the three HMAC headers for one request (credentials from LMTS_TOKEN_ID and
     /// LMTS_TOKEN_SECRET).
+    #[command(after_help = SIGN_HELP)]
     Sign(SignArgs),
     /// Fetch the partner capabilities (GET /auth/api-tokens/capabilities, Privy identity token
     /// from LIMITLESS_IDENTITY_TOKEN) and print them as JSON.
+    #[command(after_help = NETWORK_HELP)]
     Capabilities {
         #[command(flatten)]
         target: Target,
     },
     /// Send any request, authenticated as the route policy requires, and print the response body.
+    #[command(after_help = NETWORK_HELP)]
     Request {
-        /// The HTTP method.
+        /// The HTTP method (sent in upper case).
         method: String,
-        /// The request-target: path, then `?query` if any.
+        /// The request-target: path, then `?query` if any. Non-ASCII characters are
+        /// percent-encoded as UTF-8 before signing and sending.
         path_and_query: String,
         #[command(flatten)]
         body: BodyArgs,
+        /// The body's content-type. Default: application/json for --body, none for
+        /// --body-file.
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
         #[command(flatten)]
         target: Target,
     },
     /// Manage API tokens.
+    #[command(after_help = NETWORK_HELP)]
     Tokens {
         #[command(subcommand)]
         action: TokensAction,
     },
     /// Serve the embedded mock Limitless server until stopped.
+    #[command(after_help = MOCK_HELP)]
     Mock {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -76,11 +133,13 @@ enum Command {
 #[derive(Subcommand)]
 enum TokensAction {
     /// List the profile's active tokens (HMAC).
+    #[command(after_help = NETWORK_HELP)]
     List {
         #[command(flatten)]
         target: Target,
     },
     /// Derive a new token (Privy); prints it with its secret, which is shown only once.
+    #[command(after_help = NETWORK_HELP)]
     Derive {
         /// A label for the token (at most 128 characters).
         #[arg(long)]
@@ -93,6 +152,7 @@ enum TokensAction {
         target: Target,
     },
     /// Revoke a token (HMAC).
+    #[command(after_help = NETWORK_HELP)]
     Revoke {
         /// The token id.
         token_id: String,
@@ -111,6 +171,19 @@ struct Target {
     /// for any that the environment does not hold.
     #[arg(long)]
     mock: bool,
+    /// Give up on an attempt after this many seconds (sending, the answer and its body;
+    /// default 30).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err("a number of seconds, more than 0 and at most 86400".into()),
+    }
 }
 
 #[derive(Args)]
@@ -118,7 +191,7 @@ struct BodyArgs {
     /// The request body, verbatim.
     #[arg(long, conflicts_with = "body_file")]
     body: Option<String>,
-    /// Read the request body from a file, or from standard input with `-`.
+    /// Read the request body from a file, or from standard input with `-` (at most 1 MiB).
     #[arg(long, value_name = "FILE|-")]
     body_file: Option<String>,
 }
@@ -126,19 +199,40 @@ struct BodyArgs {
 impl BodyArgs {
     fn read(&self) -> Result<Vec<u8>, Failure> {
         match (&self.body, self.body_file.as_deref()) {
-            (Some(text), _) => Ok(text.clone().into_bytes()),
-            (None, Some("-")) => {
-                let mut buf = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut buf)
-                    .map_err(|e| Failure::local(format!("cannot read the body from stdin: {e}")))?;
-                Ok(buf)
+            (Some(text), _) => {
+                check_size(text.len())?;
+                Ok(text.clone().into_bytes())
             }
-            (None, Some(path)) => std::fs::read(path)
-                .map_err(|e| Failure::local(format!("cannot read the body from {path}: {e}"))),
+            (None, Some("-")) => read_bounded(std::io::stdin().lock(), "stdin"),
+            (None, Some(path)) => {
+                let file = std::fs::File::open(path).map_err(|e| {
+                    Failure::local(format!("cannot read the body from {path}: {e}"))
+                })?;
+                read_bounded(file, path)
+            }
             (None, None) => Ok(Vec::new()),
         }
     }
+}
+
+fn check_size(len: usize) -> Result<(), Failure> {
+    if len > BODY_LIMIT {
+        return Err(Failure::local(format!(
+            "the body is larger than the {BODY_LIMIT}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads at most the limit plus one byte: constant memory for any file or pipe.
+fn read_bounded(reader: impl Read, what: &str) -> Result<Vec<u8>, Failure> {
+    let mut buf = Vec::new();
+    reader
+        .take(BODY_LIMIT as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure::local(format!("cannot read the body from {what}: {e}")))?;
+    check_size(buf.len())?;
+    Ok(buf)
 }
 
 #[derive(Args)]
@@ -164,38 +258,41 @@ struct Failure {
 }
 
 impl Failure {
+    /// Nothing was sent: exit 2.
     fn local(message: impl Into<String>) -> Self {
         Self {
             code: 2,
             message: message.into(),
         }
     }
-}
 
-impl Failure {
-    /// Exit 1 when the server answered or the exchange failed on the network; 2 when the
-    /// failure was local and nothing was sent.
-    fn from_client(e: client::Error) -> Self {
-        // A connection that could not be made sent nothing, but is not the caller's mistake.
-        let local = e.is_local() && !matches!(e, client::Error::Connect(_));
+    /// Something was sent (or may have been): exit 1.
+    fn sent(message: impl Into<String>) -> Self {
         Self {
-            code: if local { 2 } else { 1 },
-            message: e.to_string(),
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 2 when nothing was sent (a local refusal, or a connection that could not be
+    /// opened); 1 when the request was sent or may have been.
+    fn from_client(e: client::Error) -> Self {
+        if e.is_local() {
+            Self::local(e.to_string())
+        } else {
+            Self::sent(e.to_string())
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Sign(args) => sign(&args),
-        other => match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(run(other)),
-            Err(e) => Err(Failure::local(format!("cannot start the runtime: {e}"))),
-        },
+    let result = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(cli.command)),
+        Err(e) => Err(Failure::local(format!("cannot start the runtime: {e}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,21 +309,41 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Capabilities { target } => {
             let (client, _mock) = connect(&target).await?;
             let caps = client.capabilities().await.map_err(Failure::from_client)?;
-            print_json(&caps)
+            print_json(&caps).map_err(after_sending)
         }
         Command::Request {
             method: m,
             path_and_query: pq,
             body,
+            content_type,
             target,
         } => {
             let method = method(&m)?;
-            let pq = path_and_query(&pq)?;
-            let body = body.read()?;
+            let content_type =
+                match (&content_type, &body.body) {
+                    (Some(t), _) => Some(http::HeaderValue::from_str(t).map_err(|_| {
+                        Failure::local(format!("{t:?} is not a valid content-type"))
+                    })?),
+                    (None, Some(text)) if !text.is_empty() => {
+                        Some(http::HeaderValue::from_static("application/json"))
+                    }
+                    (None, _) => None,
+                };
+            let bytes = body.read()?;
+            let mut req = http::Request::new(Bytes::from(bytes));
+            *req.method_mut() = method;
+            *req.uri_mut() = pq.parse().map_err(|_| {
+                Failure::local(format!(
+                    "{pq:?} is not a request-target: give the path starting with '/' and the \
+                     query exactly as sent (spaces percent-encoded)"
+                ))
+            })?;
+            if let Some(t) = content_type {
+                req.headers_mut().insert(http::header::CONTENT_TYPE, t);
+            }
             let (client, _mock) = connect(&target).await?;
-            let body = (!body.is_empty()).then(|| Bytes::from(body));
             let resp = client
-                .request(method, pq.as_str(), body)
+                .send(req)
                 .await
                 .map_err(Failure::from_client)?
                 .error_for_status()
@@ -235,7 +352,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             if !out.is_empty() && !out.ends_with(b"\n") {
                 out.push(b'\n');
             }
-            write_stdout(&out)
+            write_stdout(&out).map_err(after_sending)
         }
         Command::Tokens { action } => tokens(action).await,
         Command::Mock { addr } => {
@@ -244,10 +361,21 @@ async fn run(command: Command) -> Result<(), Failure> {
                 .start()
                 .await
                 .map_err(|e| Failure::local(format!("cannot listen on {addr}: {e}")))?;
-            write_stdout(format!("listening on {}\n", server.base_url()).as_bytes())?;
+            let url = server.base_url();
+            write_stdout(
+                format!(
+                    "listening on {url}\n\
+                     export {ENV_API_URL}={url}\n\
+                     export {ENV_TOKEN_ID}={PARTNER_TOKEN_ID}\n\
+                     export {ENV_TOKEN_SECRET}={PARTNER_TOKEN_SECRET}\n\
+                     export {ENV_IDENTITY_TOKEN}={PARTNER_IDENTITY}\n"
+                )
+                .as_bytes(),
+            )?;
             eprintln!(
-                "lmts: mock Limitless API; identity tokens {PARTNER_IDENTITY} (partner) and \
-                 {USER_IDENTITY}; HMAC token {PARTNER_TOKEN_ID}. Ctrl-C stops it."
+                "lmts: mock Limitless API: paste the export lines above into a shell, then run \
+                 lmts without --mock. {USER_IDENTITY} is a second identity without a partner \
+                 capability row. Ctrl-C stops it."
             );
             tokio::signal::ctrl_c()
                 .await
@@ -262,7 +390,7 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
         TokensAction::List { target } => {
             let (client, _mock) = connect(&target).await?;
             let list = client.list_tokens().await.map_err(Failure::from_client)?;
-            print_json(&list)
+            print_json(&list).map_err(after_sending)
         }
         TokensAction::Derive {
             label,
@@ -302,6 +430,14 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
                 scopes: &token.scopes,
                 profile: &token.profile,
             })
+            .map_err(|f| {
+                Failure::sent(format!(
+                    "the token {id} was created, but its secret could not be printed ({}); the \
+                     API does not show it again: revoke the token with `lmts tokens revoke {id}`",
+                    f.message,
+                    id = token.token_id
+                ))
+            })
         }
         TokensAction::Revoke { token_id, target } => {
             let (client, _mock) = connect(&target).await?;
@@ -309,7 +445,7 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
                 .revoke_token(&token_id)
                 .await
                 .map_err(Failure::from_client)?;
-            print_json(&serde_json::json!({ "message": message }))
+            print_json(&serde_json::json!({ "message": message })).map_err(after_sending)
         }
     }
 }
@@ -341,11 +477,11 @@ async fn connect(target: &Target) -> Result<(Client, Option<MockServer>), Failur
         };
         (url, None)
     };
-    let client = Client::builder()
-        .base_url(base_url)
-        .credentials(creds)
-        .build()
-        .map_err(Failure::from_client)?;
+    let mut builder = Client::builder().base_url(base_url).credentials(creds);
+    if let Some(timeout) = target.timeout {
+        builder = builder.timeout(Some(timeout));
+    }
+    let client = builder.build().map_err(Failure::from_client)?;
     Ok((client, mock))
 }
 
@@ -415,6 +551,11 @@ fn sign(args: &SignArgs) -> Result<(), Failure> {
 /// Single-quotes `s` for POSIX shells.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A failure to write the output of a request that succeeded: it was sent, so exit 1.
+fn after_sending(f: Failure) -> Failure {
+    Failure::sent(format!("the request succeeded, but {}", f.message))
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {

@@ -362,7 +362,7 @@ fn short_type_name(full: &str) -> String {
         out.push_str(path.rsplit("::").next().unwrap_or_default());
         path.clear();
     };
-    for c in full.chars() {
+    for c in full.replace("{{closure}}::", "").chars() {
         if c.is_alphanumeric() || c == '_' || c == ':' {
             path.push(c);
         } else {
@@ -763,10 +763,7 @@ impl Client {
         let span = tracing::info_span!(
             "limitless.request",
             method = %parts.method,
-            path = parts
-                .extensions
-                .get::<RouteLabel>()
-                .map_or(parts.uri.path(), |r| r.0),
+            path = &*crate::policy::display_path(parts.uri.path()),
             mode = tracing::field::Empty,
             attempt = 1,
             status = tracing::field::Empty,
@@ -855,31 +852,30 @@ impl Client {
         let mut req = Request::new(Bytes::new());
         *req.method_mut() = Method::DELETE;
         *req.uri_mut() = Uri::from(parse_target(&path)?);
-        // Traces name the route, not the token id.
-        req.extensions_mut()
-            .insert(RouteLabel("/auth/api-tokens/{tokenId}"));
         let resp = self.send(req).await?.error_for_status()?;
-        #[derive(serde::Deserialize)]
-        struct RevokeResponse {
-            message: String,
-        }
         Ok(resp.json::<RevokeResponse>()?.message)
     }
 }
 
-/// The route to name in traces instead of a path that carries an identifier.
-#[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-struct RouteLabel(&'static str);
+/// The body of a revoke answer.
+#[derive(serde::Deserialize)]
+struct RevokeResponse {
+    message: String,
+}
 
-/// Percent-encodes `segment` as one path segment: everything but unreserved characters.
-pub fn encode_segment(segment: &str) -> String {
+/// Percent-encodes `segment` as one path segment: everything but unreserved characters, and the
+/// dots of a segment that is `.` or `..` (which a proxy would resolve as a relative path), so
+/// that no argument can make a request reach another route.
+pub(crate) fn encode_segment(segment: &str) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
     const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'.')
         .remove(b'_')
         .remove(b'~');
+    if segment == "." || segment == ".." {
+        return segment.replace('.', "%2E");
+    }
     utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
@@ -893,6 +889,14 @@ mod tests {
         assert_eq!(encode_segment("a b?c#d%"), "a%20b%3Fc%23d%25");
         assert_eq!(encode_segment("Az09-._~"), "Az09-._~");
         assert_eq!(encode_segment("é"), "%C3%A9");
+        assert_eq!(encode_segment("."), "%2E");
+        assert_eq!(encode_segment(".."), "%2E%2E");
+        assert_eq!(encode_segment("..."), "...");
+        assert_eq!(
+            encode_segment("%2E"),
+            "%252E",
+            "never decodes to a dot segment"
+        );
     }
 
     #[test]
@@ -952,6 +956,10 @@ mod tests {
         assert_eq!(
             short_type_name("PartnerCapabilities"),
             "PartnerCapabilities"
+        );
+        assert_eq!(
+            short_type_name("limitless_auth::client::Client::revoke::{{closure}}::RevokeResponse"),
+            "RevokeResponse"
         );
     }
 

@@ -39,7 +39,15 @@
 //! # }).unwrap();
 //! ```
 
+mod api;
+mod faults;
+mod record;
 pub mod verify;
+
+use api::TokenRecord;
+pub use faults::Fault;
+use faults::{Faults, fault_response};
+pub use record::RecordedRequest;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -82,89 +90,6 @@ pub const PARTNER_ACCOUNT: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 const PARTNER_PROFILE: i64 = 42;
 const USER_PROFILE: i64 = 7;
 const MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// A fault the mock applies to a request instead of (or before) handling it.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Fault {
-    /// 429 with an optional `Retry-After` header value and `retryAfterSeconds` body field.
-    TooManyRequests {
-        /// The `Retry-After` header, verbatim.
-        retry_after: Option<String>,
-        /// The body's `retryAfterSeconds`.
-        body_seconds: Option<f64>,
-    },
-    /// 503 Service Unavailable.
-    Unavailable,
-    /// Close the connection without answering.
-    DropConnection,
-    /// Wait, then handle the request normally.
-    Delay(Duration),
-    /// Answer with this response (a `date` header is added unless it has one).
-    Respond {
-        /// The status.
-        status: StatusCode,
-        /// Extra headers.
-        headers: Vec<(HeaderName, HeaderValue)>,
-        /// The body.
-        body: Bytes,
-    },
-}
-
-impl Fault {
-    /// A canned response with `content-type: application/json`.
-    pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Self {
-        Self::Respond {
-            status,
-            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            body: body.into(),
-        }
-    }
-
-    /// A canned response with `content-type: text/plain`.
-    pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Self {
-        Self::Respond {
-            status,
-            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-            body: body.into(),
-        }
-    }
-}
-
-/// One request as the mock received it.
-#[derive(Clone, Debug)]
-pub struct RecordedRequest {
-    /// The method.
-    pub method: Method,
-    /// The request-target (path and query) as received.
-    pub target: String,
-    /// The headers as received.
-    pub headers: HeaderMap,
-    /// The body bytes as received.
-    pub body: Bytes,
-    /// The status answered (`None` when the connection was dropped).
-    pub status: Option<StatusCode>,
-    /// The authentication the mock accepted, if any.
-    pub mode: Option<AuthMode>,
-    /// For requests with `lmts-*` headers on an HMAC route: whether the signature verified.
-    pub signature_valid: Option<bool>,
-    /// Whether an injected fault answered.
-    pub faulted: bool,
-}
-
-impl RecordedRequest {
-    /// The request's path, without the query.
-    pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or_default()
-    }
-
-    /// Whether any HMAC or API-key header was received.
-    pub fn has_hmac_or_api_key_header(&self) -> bool {
-        self.headers
-            .keys()
-            .any(|k| k.as_str().starts_with("lmts-") || k == "x-api-key")
-    }
-}
 
 /// Configuration of a [`MockServer`].
 #[derive(Clone)]
@@ -217,22 +142,6 @@ impl MockConfig {
     pub async fn start(self) -> std::io::Result<MockServer> {
         MockServer::start_with(self).await
     }
-}
-
-struct TokenRecord {
-    creds: HmacCredentials,
-    profile: i64,
-    label: Option<String>,
-    scopes: Vec<Scope>,
-    created_at: String,
-    last_used_at: Option<String>,
-    revoked: bool,
-}
-
-#[derive(Default)]
-struct Faults {
-    next: VecDeque<Fault>,
-    every: Vec<(u64, Fault)>,
 }
 
 struct State {
@@ -436,9 +345,12 @@ type MockResponse = Response<Full<Bytes>>;
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockResponse, Dropped> {
     let (parts, body) = req.into_parts();
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => Bytes::new(),
+    // An oversized body is answered 413 and never verified: a truncated body would only make
+    // the signature check fail for the wrong reason.
+    let (body, too_large) = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => (c.to_bytes(), false),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => (Bytes::new(), true),
+        Err(_) => return Err(Dropped),
     };
     let mut record = RecordedRequest {
         method: parts.method.clone(),
@@ -455,6 +367,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
     };
     let fault = state.take_fault(seq);
     let response = match fault {
+        _ if too_large => message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request entity too large (the limit is {MAX_BODY} bytes)"),
+        ),
         Some(Fault::DropConnection) => {
             record.faulted = true;
             state.keep(record);
@@ -474,41 +390,6 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
     record.status = Some(response.status());
     state.keep(record);
     Ok(response)
-}
-
-fn fault_response(fault: Fault) -> MockResponse {
-    match fault {
-        Fault::TooManyRequests {
-            retry_after,
-            body_seconds,
-        } => {
-            let mut body = json!({"message": "Too many requests", "statusCode": 429});
-            if let Some(s) = body_seconds {
-                body["retryAfterSeconds"] = json!(s);
-            }
-            let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
-            if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                resp.headers_mut().insert(RETRY_AFTER, v);
-            }
-            resp
-        }
-        Fault::Unavailable => message(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
-        Fault::Respond {
-            status,
-            headers,
-            body,
-        } => {
-            let mut resp = Response::new(Full::new(body));
-            *resp.status_mut() = status;
-            for (k, v) in headers {
-                resp.headers_mut().append(k, v);
-            }
-            resp
-        }
-        Fault::DropConnection | Fault::Delay(_) => {
-            message(StatusCode::INTERNAL_SERVER_ERROR, "fault")
-        }
-    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> MockResponse {
@@ -535,47 +416,11 @@ fn validation(messages: &[&str]) -> MockResponse {
     )
 }
 
-/// Who a request authenticated as.
-struct Caller {
-    profile: i64,
-}
-
-/// Random bytes from the standard library's randomly keyed hasher (good enough for a mock).
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    for chunk in out.chunks_mut(8) {
-        let r = crate::random_u64().to_le_bytes();
-        chunk.copy_from_slice(&r[..chunk.len()]);
-    }
-    out
-}
-
 impl State {
-    fn keep(&self, record: RecordedRequest) {
-        if self.record {
-            lock(&self.requests).push(record);
-        }
-    }
-
     fn now_text(&self) -> String {
         Timestamp::from_unix_millis(self.clock.now_millis())
             .map(|t| t.as_str().to_owned())
             .unwrap_or_default()
-    }
-
-    fn take_fault(&self, seq: u64) -> Option<Fault> {
-        if !self.faults_set.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut faults = lock(&self.faults);
-        if let Some(f) = faults.next.pop_front() {
-            return Some(f);
-        }
-        faults
-            .every
-            .iter()
-            .find(|(n, _)| seq.is_multiple_of(*n))
-            .map(|(_, f)| f.clone())
     }
 
     /// Adds the `date` header from the mock's clock.
@@ -588,334 +433,5 @@ impl State {
             }
         }
         resp
-    }
-
-    fn route(&self, rec: &mut RecordedRequest) -> MockResponse {
-        let path = rec.path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let m = rec.method.clone();
-        match (m.as_str(), segments.as_slice()) {
-            ("GET", ["auth", "api-tokens", "capabilities"]) => {
-                self.privy(rec, |s, _, who| s.capabilities(who))
-            }
-            ("POST", ["auth", "api-tokens", "derive"]) => {
-                self.privy(rec, |s, rec, who| s.derive(rec, who))
-            }
-            ("POST", ["portfolio", "withdrawal-addresses"]) => self.privy(rec, |_, rec, _| {
-                match serde_json::from_slice::<Value>(&rec.body) {
-                    Ok(v) => json_response(StatusCode::CREATED, &json!({"address": v["address"]})),
-                    Err(_) => validation(&["address must be an Ethereum address"]),
-                }
-            }),
-            ("DELETE", ["portfolio", "withdrawal-addresses", address]) if !address.is_empty() => {
-                self.privy(rec, |_, _, _| {
-                    message(StatusCode::OK, "Withdrawal address removed")
-                })
-            }
-            ("GET", ["auth", "api-tokens"]) => self.hmac(rec, true, |s, _, who| s.list(who)),
-            ("DELETE", ["auth", "api-tokens", id]) if !id.is_empty() => {
-                let id = percent_encoding::percent_decode_str(id)
-                    .decode_utf8_lossy()
-                    .into_owned();
-                self.hmac(rec, true, move |s, _, who| s.revoke(&id, who))
-            }
-            ("POST", ["orders"]) => self.hmac(rec, true, |s, rec, who| s.order(rec, who)),
-            (_, ["profiles", "partner-accounts", ..]) => {
-                self.hmac(rec, false, |_, rec, who| match rec.method {
-                    Method::POST => json_response(
-                        StatusCode::CREATED,
-                        &json!({"profileId": 1000 + who.profile, "account": PARTNER_ACCOUNT}),
-                    ),
-                    _ => json_response(StatusCode::OK, &json!([])),
-                })
-            }
-            ("GET", ["markets", "active"]) => json_response(
-                StatusCode::OK,
-                &json!({"data": [{"slug": "btc-100k", "title": "BTC above 100k?"}], "totalMarketsCount": 1}),
-            ),
-            _ => json_response(
-                StatusCode::NOT_FOUND,
-                &json!({
-                    "message": format!("Cannot {} {}", rec.method, path),
-                    "error": "Not Found",
-                    "statusCode": 404
-                }),
-            ),
-        }
-    }
-
-    /// Privy-only: identity header with a known token, and no HMAC or API-key header at all.
-    fn privy(
-        &self,
-        rec: &mut RecordedRequest,
-        then: impl FnOnce(&Self, &RecordedRequest, Caller) -> MockResponse,
-    ) -> MockResponse {
-        const REQUIRES: &str = "Requires Privy authentication";
-        if rec.has_hmac_or_api_key_header() {
-            return unauthorized(REQUIRES);
-        }
-        let token = rec
-            .headers
-            .get("identity")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let profile = match token {
-            Some(PARTNER_IDENTITY) => PARTNER_PROFILE,
-            Some(USER_IDENTITY) => USER_PROFILE,
-            _ => return unauthorized(REQUIRES),
-        };
-        rec.mode = Some(AuthMode::Privy);
-        then(self, rec, Caller { profile })
-    }
-
-    /// HMAC (or, where `api_key_ok`, the legacy key): the signature is verified over what was
-    /// received.
-    fn hmac(
-        &self,
-        rec: &mut RecordedRequest,
-        api_key_ok: bool,
-        then: impl FnOnce(&Self, &RecordedRequest, Caller) -> MockResponse,
-    ) -> MockResponse {
-        let header = |name: &str| rec.headers.get(name).and_then(|v| v.to_str().ok());
-        let (id, ts, sig) = (
-            header("lmts-api-key"),
-            header("lmts-timestamp"),
-            header("lmts-signature"),
-        );
-        if id.is_none() && ts.is_none() && sig.is_none() {
-            return match header("x-api-key") {
-                Some(LEGACY_API_KEY) if api_key_ok => {
-                    rec.mode = Some(AuthMode::ApiKey);
-                    then(
-                        self,
-                        rec,
-                        Caller {
-                            profile: PARTNER_PROFILE,
-                        },
-                    )
-                }
-                Some(_) if api_key_ok => unauthorized("Invalid API key"),
-                _ => unauthorized("HMAC authentication required"),
-            };
-        }
-        let (Some(id), Some(ts), Some(sig)) = (id, ts, sig) else {
-            rec.signature_valid = Some(false);
-            return unauthorized("Incomplete HMAC authentication headers");
-        };
-        let (creds, profile) = {
-            let tokens = lock(&self.tokens);
-            match tokens.get(id) {
-                Some(t) if !t.revoked => (t.creds.clone(), t.profile),
-                _ => {
-                    rec.signature_valid = Some(false);
-                    return unauthorized("Invalid or revoked API token");
-                }
-            }
-        };
-        let signed = SignedRequest {
-            method: rec.method.as_str(),
-            target: &rec.target,
-            body: &rec.body,
-            timestamp: ts,
-            signature: sig,
-        };
-        match verify::verify(&creds, &signed, self.clock.now_millis(), self.window_ms) {
-            Ok(()) => {}
-            Err(e) => {
-                rec.signature_valid = Some(false);
-                return unauthorized(match e {
-                    VerifyError::MalformedTimestamp => "Invalid timestamp",
-                    VerifyError::OutsideWindow { .. } => "Request timestamp expired",
-                    _ => "Invalid signature",
-                });
-            }
-        }
-        rec.signature_valid = Some(true);
-        rec.mode = Some(AuthMode::Hmac);
-        let now = self.now_text();
-        let id = id.to_owned();
-        if let Some(t) = lock(&self.tokens).get_mut(&id) {
-            t.last_used_at = Some(now);
-        }
-        then(self, rec, Caller { profile })
-    }
-
-    /// (token management enabled, allowed scopes) of a profile.
-    fn capability_row(&self, profile: i64) -> (bool, Vec<Scope>) {
-        if profile == PARTNER_PROFILE {
-            (
-                true,
-                vec![
-                    Scope::Trading,
-                    Scope::AccountCreation,
-                    Scope::DelegatedSigning,
-                    Scope::Withdrawal,
-                ],
-            )
-        } else if self.legacy_no_row_default {
-            (false, vec![])
-        } else {
-            (true, vec![Scope::Trading])
-        }
-    }
-
-    fn capabilities(&self, who: Caller) -> MockResponse {
-        let (enabled, scopes) = self.capability_row(who.profile);
-        json_response(
-            StatusCode::OK,
-            &json!({
-                "partnerProfileId": who.profile,
-                "tokenManagementEnabled": enabled,
-                "allowedScopes": scopes,
-            }),
-        )
-    }
-
-    fn derive(&self, rec: &RecordedRequest, who: Caller) -> MockResponse {
-        let body: Value = if rec.body.is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_slice(&rec.body) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => return validation(&["request body must be a JSON object"]),
-            }
-        };
-        let label = match &body["label"] {
-            Value::Null => None,
-            Value::String(s) if s.chars().count() <= 128 => Some(s.clone()),
-            Value::String(_) => {
-                return validation(&["label must be shorter than or equal to 128 characters"]);
-            }
-            _ => return validation(&["label must be a string"]),
-        };
-        let scopes: Vec<Scope> = match &body["scopes"] {
-            Value::Null => vec![Scope::Trading],
-            Value::Array(items) => {
-                let mut out = Vec::new();
-                for item in items {
-                    match item.as_str().map(Scope::parse) {
-                        Some(s) if s.is_known() => out.push(s),
-                        _ => {
-                            return validation(&[
-                                "each value in scopes must be one of the following values: \
-                                 trading, account_creation, delegated_signing, withdrawal",
-                            ]);
-                        }
-                    }
-                }
-                out
-            }
-            _ => return validation(&["scopes must be an array"]),
-        };
-        if scopes.contains(&Scope::DelegatedSigning) && !scopes.contains(&Scope::Trading) {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "delegated_signing requires trading",
-            );
-        }
-        let (enabled, allowed) = self.capability_row(who.profile);
-        if !enabled {
-            return message(
-                StatusCode::FORBIDDEN,
-                "Token management is not enabled for this profile",
-            );
-        }
-        if !scopes.iter().all(|s| allowed.contains(s)) {
-            return message(
-                StatusCode::FORBIDDEN,
-                "Requested scopes are not allowed for this profile",
-            );
-        }
-        let token_id = STANDARD.encode(random_bytes::<12>());
-        let secret = STANDARD.encode(random_bytes::<32>());
-        let Ok(creds) = HmacCredentials::new(&token_id, &secret) else {
-            return message(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed");
-        };
-        let created_at = self.now_text();
-        lock(&self.tokens).insert(
-            token_id.clone(),
-            TokenRecord {
-                creds,
-                profile: who.profile,
-                label,
-                scopes: scopes.clone(),
-                created_at: created_at.clone(),
-                last_used_at: None,
-                revoked: false,
-            },
-        );
-        let account = if who.profile == PARTNER_PROFILE {
-            PARTNER_ACCOUNT
-        } else {
-            "0x000000000000000000000000000000000000dEaD"
-        };
-        json_response(
-            StatusCode::CREATED,
-            &json!({
-                "apiKey": token_id,
-                "secret": secret,
-                "tokenId": token_id,
-                "createdAt": created_at,
-                "scopes": scopes,
-                "profile": {"id": who.profile, "account": account},
-            }),
-        )
-    }
-
-    fn list(&self, who: Caller) -> MockResponse {
-        if !self.capability_row(who.profile).0 {
-            return message(
-                StatusCode::FORBIDDEN,
-                "Token management is not enabled for this profile",
-            );
-        }
-        let tokens = lock(&self.tokens);
-        let mut list: Vec<(&String, &TokenRecord)> = tokens
-            .iter()
-            .filter(|(_, t)| t.profile == who.profile && !t.revoked)
-            .collect();
-        list.sort_by(|a, b| a.1.created_at.cmp(&b.1.created_at).then(a.0.cmp(b.0)));
-        let items: Vec<Value> = list
-            .into_iter()
-            .map(|(id, t)| {
-                json!({
-                    "tokenId": id,
-                    "label": t.label,
-                    "scopes": t.scopes,
-                    "createdAt": t.created_at,
-                    "lastUsedAt": t.last_used_at,
-                })
-            })
-            .collect();
-        json_response(StatusCode::OK, &Value::Array(items))
-    }
-
-    fn revoke(&self, id: &str, who: Caller) -> MockResponse {
-        let mut tokens = lock(&self.tokens);
-        match tokens.get_mut(id) {
-            Some(t) if t.profile == who.profile && !t.revoked => {
-                t.revoked = true;
-                message(StatusCode::OK, "API token revoked successfully")
-            }
-            _ => message(
-                StatusCode::BAD_REQUEST,
-                "API token not found or already revoked",
-            ),
-        }
-    }
-
-    fn order(&self, rec: &RecordedRequest, who: Caller) -> MockResponse {
-        let Ok(body) = serde_json::from_slice::<Value>(&rec.body) else {
-            return validation(&["order must be a JSON object"]);
-        };
-        let id = self.orders.fetch_add(1, Ordering::Relaxed) + 1;
-        json_response(
-            StatusCode::CREATED,
-            &json!({
-                "id": id,
-                "ownerId": who.profile,
-                "clientOrderId": body.get("clientOrderId").cloned().unwrap_or(Value::Null),
-            }),
-        )
     }
 }

@@ -116,5 +116,5 @@ pub const AUTH_HEADERS: [&str; 5] = [
 pub fn empty() -> Full<Bytes> {
     Full::new(Bytes::new())
 }
-#[cfg(feature = "client")]
+#[cfg(all(feature = "client", feature = "mock"))]
 pub mod raw;
