@@ -185,7 +185,11 @@ impl BaseUrl {
                     .ok_or_else(|| {
                         Error::InvalidRequest(format!("{uri} is not a path starting with '/'"))
                     })?;
-                self.join(&parse_target(pq.as_str())?)
+                if pq.as_str().is_ascii() {
+                    self.join(pq)
+                } else {
+                    self.join(&parse_target(pq.as_str())?)
+                }
             }
             (Some(_), Some(authority)) => {
                 if !self.same_origin(uri) {
