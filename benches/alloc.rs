@@ -7,13 +7,14 @@ mod common;
 use std::hint::black_box;
 
 use bytes::Bytes;
-use common::requests::{Chunks, call, get, get_with_user_agent, post, post_chunked, stack};
+use common::requests::{
+    Chunks, auth, call, get, get_with_user_agent, post, post_chunked, signing, three_layers,
+};
 use common::{GET_TARGET, SECRET, TIMESTAMP, TOKEN_ID, alloc};
 use http::{Request, Uri};
 use http_body_util::Full;
 use limitless_auth::clock::SystemClock;
-use limitless_auth::{HmacCredentials, HmacSigningLayer, Timestamp};
-use tower::Layer as _;
+use limitless_auth::{HmacCredentials, Timestamp};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -37,9 +38,10 @@ fn main() {
     let post_uri: Uri = "/orders".parse().expect("uri");
     let body = Bytes::from(common::json_512());
     let creds = HmacCredentials::new(TOKEN_ID, SECRET).expect("valid");
-    let mut signing = HmacSigningLayer::new(creds.clone()).layer(common::requests::sink());
-    let mut full = stack::<Full<Bytes>>();
-    let mut chunked = stack::<Chunks>();
+    let mut signing = signing::<Full<Bytes>>();
+    let mut full = auth::<Full<Bytes>>();
+    let mut layers = three_layers::<Full<Bytes>>();
+    let mut chunked = auth::<Chunks>();
 
     let rows: Vec<(&str, f64)> = vec![
         (
@@ -85,11 +87,15 @@ fn main() {
             per_call(|| post(&post_uri, &body), |r| call(&mut signing, r)),
         ),
         (
-            "policy + identity + signing, GET",
+            "AuthLayer, GET",
             per_call(|| get(&get_uri), |r| call(&mut full, r)),
         ),
         (
-            "policy + identity + signing, POST 512 B in 4 chunks",
+            "three layers by hand, GET",
+            per_call(|| get(&get_uri), |r| call(&mut layers, r)),
+        ),
+        (
+            "AuthLayer, POST 512 B in 4 chunks",
             per_call(|| post_chunked(&post_uri, &body), |r| call(&mut chunked, r)),
         ),
     ];

@@ -268,28 +268,37 @@ fn decode_secret(secret_b64: &str) -> Result<Zeroizing<Vec<u8>>, CredentialError
     }
 }
 
-/// Shared body of [`IdentityToken`] and [`ApiKey`]: a validated secret string.
+/// Shared body of [`IdentityToken`] and [`ApiKey`]: a validated secret string, and the header
+/// value that carries it, built once (cloning it shares its bytes).
 #[derive(Clone)]
-struct HeaderSecret(Arc<SecretString>);
+struct HeaderSecret(Arc<HeaderSecretInner>);
+
+struct HeaderSecretInner {
+    secret: SecretString,
+    header: HeaderValue,
+}
 
 impl HeaderSecret {
-    fn new(what: &'static str, value: String) -> Result<Self, CredentialError> {
+    /// Validates `value` and builds its header value, `prefix` followed by the secret.
+    fn new(what: &'static str, value: String, prefix: &str) -> Result<Self, CredentialError> {
         let value = Zeroizing::new(value);
         check_visible(what, &value)?;
-        Ok(Self(Arc::new(SecretString::from(value.as_str()))))
+        let mut buf = Vec::with_capacity(prefix.len() + value.len());
+        buf.extend_from_slice(prefix.as_bytes());
+        buf.extend_from_slice(value.as_bytes());
+        Ok(Self(Arc::new(HeaderSecretInner {
+            secret: SecretString::from(value.as_str()),
+            header: sensitive_header(Bytes::from(buf)),
+        })))
     }
 
     fn expose(&self) -> &str {
-        self.0.expose_secret()
+        self.0.secret.expose_secret()
     }
 
-    /// `prefix` followed by the secret, as a sensitive header value.
-    fn header(&self, prefix: &str) -> HeaderValue {
-        let secret = self.expose();
-        let mut buf = Vec::with_capacity(prefix.len() + secret.len());
-        buf.extend_from_slice(prefix.as_bytes());
-        buf.extend_from_slice(secret.as_bytes());
-        sensitive_header(Bytes::from(buf))
+    /// The sensitive header value; the clone shares its bytes.
+    fn header(&self) -> HeaderValue {
+        self.0.header.clone()
     }
 }
 
@@ -309,7 +318,7 @@ impl IdentityToken {
             drop(Zeroizing::new(token));
             return Err(CredentialError::BearerPrefix);
         }
-        HeaderSecret::new("identity token", token).map(Self)
+        HeaderSecret::new("identity token", token, "Bearer ").map(Self)
     }
 
     /// The token itself. Handle with care: this is a bearer credential.
@@ -317,9 +326,10 @@ impl IdentityToken {
         self.0.expose()
     }
 
-    /// The `identity` header value, `Bearer <token>`, marked sensitive.
+    /// The `identity` header value, `Bearer <token>`, marked sensitive. Built once: every
+    /// clone shares its bytes.
     pub fn header_value(&self) -> HeaderValue {
-        self.0.header("Bearer ")
+        self.0.header()
     }
 }
 
@@ -337,7 +347,7 @@ pub struct ApiKey(HeaderSecret);
 impl ApiKey {
     /// Validates the key: non-empty visible ASCII.
     pub fn new(key: impl Into<String>) -> Result<Self, CredentialError> {
-        HeaderSecret::new("API key", key.into()).map(Self)
+        HeaderSecret::new("API key", key.into(), "").map(Self)
     }
 
     /// The key itself.
@@ -345,9 +355,10 @@ impl ApiKey {
         self.0.expose()
     }
 
-    /// The `x-api-key` header value, marked sensitive.
+    /// The `x-api-key` header value, marked sensitive. Built once: every clone shares its
+    /// bytes.
     pub fn header_value(&self) -> HeaderValue {
-        self.0.header("")
+        self.0.header()
     }
 }
 

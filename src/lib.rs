@@ -60,7 +60,7 @@ pub use credentials::{
     ApiKey, CredentialError, Credentials, HmacCredentials, IdentityToken, SecretProblem,
 };
 pub use layer::AuthLayer;
-pub use layer::hmac::{HmacSigning, HmacSigningLayer, SigningError};
+pub use layer::hmac::{HmacSigning, HmacSigningLayer, SignedBody, SigningError};
 pub use layer::privy::{Identity, IdentityLayer};
 pub use policy::{
     Accepts, AuthMode, AuthPolicy, AuthPolicyLayer, PolicyError, RouteTable, SelectedAuth,

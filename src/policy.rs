@@ -4,9 +4,15 @@
 //! [`AuthPolicyLayer`] classifies each request with a [`RouteTable`], removes every
 //! authentication header the caller set (`lmts-*`, `identity`, `x-api-key`), chooses one
 //! [`AuthMode`] from the credentials it holds, and records the choice in the request's
-//! extensions as a [`SelectedAuth`] for the [`IdentityLayer`](crate::IdentityLayer) and
-//! [`HmacSigningLayer`](crate::HmacSigningLayer) below it. When the route's modes have no
-//! credentials it fails locally with a [`PolicyError`] and the inner service is never called.
+//! extensions as a [`SelectedAuth`]: the one decision that the
+//! [`IdentityLayer`](crate::IdentityLayer) and [`HmacSigningLayer`](crate::HmacSigningLayer)
+//! below it carry out. When the route's modes have no credentials it fails locally with a
+//! [`PolicyError`] and the inner service is never called.
+//!
+//! It fails closed whatever the stack: a decision for HMAC (or Privy) that no signing (or
+//! identity) layer below takes up fails locally with [`PolicyError::NotCarriedOut`] before
+//! anything is sent. The layers below must be reached synchronously from the policy's `call`
+//! (as with any ordinary middleware; a `tower::buffer` between them is refused).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -564,32 +570,88 @@ impl RoutePrefix {
     }
 }
 
-/// The authentication the policy chose for a request, with the credential to use.
+/// The authentication the policy chose for a request: the one decision the layers below act on.
 ///
-/// Inserted into the request's extensions by [`AuthPolicy`]; read by the identity and signing
-/// layers. A value a caller inserts is replaced by the policy's own decision.
+/// [`AuthPolicy`] inserts it into every request's extensions; [`IdentityLayer`] and
+/// [`HmacSigningLayer`] below carry it out (the identity token for Privy, the signature for
+/// HMAC) and nothing else. Only this crate makes one, so a caller cannot forge a decision.
+///
+/// [`IdentityLayer`]: crate::IdentityLayer
+/// [`HmacSigningLayer`]: crate::HmacSigningLayer
+///
+/// ```compile_fail
+/// // No decision can be made outside the policy:
+/// let forged = limitless_auth::SelectedAuth { selected: todo!(), nonce: 1 };
+/// ```
 #[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum SelectedAuth {
-    /// Sign with these HMAC credentials.
+pub struct SelectedAuth {
+    pub(crate) selected: Selected,
+    /// Matched against [`claim`] to see that a layer below carried the decision out.
+    nonce: u64,
+}
+
+/// What was chosen, with the credential to use.
+#[derive(Clone, Debug)]
+pub(crate) enum Selected {
     Hmac(HmacCredentials),
-    /// Send this identity token.
     Privy(IdentityToken),
-    /// The `x-api-key` header has been set.
+    /// The `x-api-key` header has been set by the policy.
     ApiKey,
-    /// Send no authentication.
     None,
 }
 
-impl SelectedAuth {
-    /// The mode chosen.
-    pub fn mode(&self) -> AuthMode {
+impl Selected {
+    pub(crate) fn mode(&self) -> AuthMode {
         match self {
             Self::Hmac(_) => AuthMode::Hmac,
             Self::Privy(_) => AuthMode::Privy,
             Self::ApiKey => AuthMode::ApiKey,
             Self::None => AuthMode::None,
         }
+    }
+}
+
+impl SelectedAuth {
+    /// The mode chosen.
+    pub fn mode(&self) -> AuthMode {
+        self.selected.mode()
+    }
+
+    /// Records that the calling layer carries this decision out.
+    pub(crate) fn claim(&self) {
+        claim::set(self.nonce);
+    }
+}
+
+/// Whether a decision was carried out below the policy.
+///
+/// The layers below claim a decision synchronously in their `call`, before anything can be
+/// sent; the policy compares, right after calling its inner service, the last claim made on
+/// this thread with the nonce of its own decision. A stack with no layer to carry the decision
+/// out fails locally, and the inner service's future is dropped unpolled.
+mod claim {
+    use std::cell::Cell;
+
+    thread_local! {
+        static NEXT: Cell<u64> = const { Cell::new(0) };
+        static CLAIMED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// A nonce not used before on this thread.
+    pub(super) fn next() -> u64 {
+        NEXT.with(|n| {
+            let v = n.get().wrapping_add(1);
+            n.set(v);
+            v
+        })
+    }
+
+    pub(super) fn set(nonce: u64) {
+        CLAIMED.with(|c| c.set(nonce));
+    }
+
+    pub(super) fn taken(nonce: u64) -> bool {
+        CLAIMED.with(|c| c.get() == nonce)
     }
 }
 
@@ -607,7 +669,7 @@ pub enum PolicyError {
         /// What the route accepts.
         accepts: Accepts,
     },
-    /// The caller asked for a mode the route does not accept.
+    /// The caller asked for a mode the route (or, without a policy, the layer) does not accept.
     #[error(
         "{method} {path} accepts {accepts}; {requested} authentication was requested and is refused here; nothing was sent"
     )]
@@ -621,6 +683,29 @@ pub enum PolicyError {
         /// What the route accepts.
         accepts: Accepts,
     },
+    /// The policy chose a mode that no layer below it carries out: HMAC with no
+    /// [`HmacSigningLayer`](crate::HmacSigningLayer) below, Privy with no
+    /// [`IdentityLayer`](crate::IdentityLayer) below.
+    #[error(
+        "{method} {path}: the route policy chose {mode} authentication, but no {layer} below it \
+         took the request; nothing was sent", layer = executor(*.mode)
+    )]
+    NotCarriedOut {
+        /// The request's method.
+        method: Method,
+        /// The request's path (without the query).
+        path: String,
+        /// The mode chosen.
+        mode: AuthMode,
+    },
+}
+
+/// The layer that carries out `mode` below a policy.
+fn executor(mode: AuthMode) -> &'static str {
+    match mode {
+        AuthMode::Privy => "IdentityLayer",
+        _ => "HmacSigningLayer",
+    }
 }
 
 impl PolicyError {
@@ -629,6 +714,21 @@ impl PolicyError {
             method: method.clone(),
             path: display_path(uri.path()).into_owned(),
             accepts,
+        }
+    }
+
+    /// A layer used without a policy was asked for another mode than its own.
+    pub(crate) fn not_this_layer(
+        method: &Method,
+        uri: &http::Uri,
+        requested: AuthMode,
+        own: AuthMode,
+    ) -> Self {
+        Self::ModeNotAccepted {
+            method: method.clone(),
+            path: display_path(uri.path()).into_owned(),
+            requested,
+            accepts: Accepts::only(own),
         }
     }
 }
@@ -704,9 +804,6 @@ pub struct AuthPolicyLayer {
 pub(crate) struct PolicyConfig {
     table: RouteTable,
     credentials: Credentials,
-    /// Set by [`AuthLayer`](crate::AuthLayer), whose signing layer holds `credentials.hmac`:
-    /// a request for which the policy picks exactly those needs no [`SelectedAuth`].
-    implicit_own_hmac: bool,
 }
 
 impl AuthPolicyLayer {
@@ -718,23 +815,7 @@ impl AuthPolicyLayer {
     /// A policy over a custom route table.
     pub fn with_table(credentials: Credentials, table: RouteTable) -> Self {
         Self {
-            config: Arc::new(PolicyConfig {
-                table,
-                credentials,
-                implicit_own_hmac: false,
-            }),
-        }
-    }
-
-    /// A policy whose HMAC choice with its own credentials is carried by the signing layer
-    /// below, which must hold exactly `credentials.hmac`; used by [`AuthLayer`](crate::AuthLayer).
-    pub(crate) fn with_own_hmac_below(credentials: Credentials, table: RouteTable) -> Self {
-        Self {
-            config: Arc::new(PolicyConfig {
-                table,
-                credentials,
-                implicit_own_hmac: true,
-            }),
+            config: Arc::new(PolicyConfig { table, credentials }),
         }
     }
 
@@ -788,17 +869,17 @@ pub(crate) fn strip_auth_headers(headers: &mut HeaderMap) {
 
 impl PolicyConfig {
     /// Decides how `req` is authenticated: strips any authentication headers it came with,
-    /// then either leaves it for the signing layer's own credentials or records a
-    /// [`SelectedAuth`] (setting `x-api-key` itself).
-    pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<(), PolicyError> {
+    /// classifies its route, and picks one mode with its credential. The legacy key's header
+    /// is set here; the identity token and the signature are left to the layer that carries
+    /// the decision out.
+    pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<Selected, PolicyError> {
         strip_auth_headers(req.headers_mut());
         let ext = req.extensions();
         let path = req.uri().path();
         let route = ext.get::<RoutePrefix>().map_or(path, |p| p.route(path));
         let accepts = self.table.classify(req.method(), route).accepts;
         let creds = &self.credentials;
-        let hmac_override = ext.get::<HmacCredentials>();
-        let hmac = hmac_override.or(creds.hmac.as_ref());
+        let hmac = ext.get::<HmacCredentials>().or(creds.hmac.as_ref());
         let identity = ext.get::<IdentityToken>().or(creds.identity.as_ref());
         let api_key = ext.get::<ApiKey>().or(creds.api_key.as_ref());
         let available = |mode: &AuthMode| match mode {
@@ -828,26 +909,24 @@ impl PolicyConfig {
         };
         #[cfg(feature = "tracing")]
         tracing::Span::current().record("mode", tracing::field::display(mode));
-        let selected = match (mode, hmac, identity, api_key) {
-            // The signing layer below holds these very credentials: nothing to pass down.
-            (AuthMode::Hmac, _, _, _) if self.implicit_own_hmac && hmac_override.is_none() => {
-                if ext.get::<SelectedAuth>().is_some() {
-                    req.extensions_mut().remove::<SelectedAuth>();
-                }
-                return Ok(());
-            }
-            (AuthMode::Hmac, Some(h), _, _) => SelectedAuth::Hmac(h.clone()),
-            (AuthMode::Privy, _, Some(t), _) => SelectedAuth::Privy(t.clone()),
+        Ok(match (mode, hmac, identity, api_key) {
+            (AuthMode::Hmac, Some(h), _, _) => Selected::Hmac(h.clone()),
+            (AuthMode::Privy, _, Some(t), _) => Selected::Privy(t.clone()),
             (AuthMode::ApiKey, _, _, Some(k)) => {
                 let value = k.header_value();
                 req.headers_mut().insert(X_API_KEY, value);
-                SelectedAuth::ApiKey
+                Selected::ApiKey
             }
-            _ => SelectedAuth::None,
-        };
-        req.extensions_mut().insert(selected);
-        Ok(())
+            _ => Selected::None,
+        })
     }
+}
+
+/// Logs a refusal (with the `tracing` feature) and makes it the layer's error.
+pub(crate) fn refused(e: PolicyError) -> crate::BoxError {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(error = %e, "refused by the route policy");
+    e.into()
 }
 
 impl<S, B> Service<Request<B>> for AuthPolicy<S>
@@ -864,13 +943,30 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.config.decide(&mut req) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(error = %e, "refused by the route policy");
-                ResponseFuture::error(e.into())
+        let selected = match self.config.decide(&mut req) {
+            Ok(selected) => selected,
+            Err(e) => return ResponseFuture::error(refused(e)),
+        };
+        let mode = selected.mode();
+        let carried_out_below = matches!(mode, AuthMode::Hmac | AuthMode::Privy);
+        let nonce = claim::next();
+        // Replaces any decision already in the request: only this policy's counts.
+        req.extensions_mut()
+            .insert(SelectedAuth { selected, nonce });
+        // Kept for the refusal below; both clones share their bytes.
+        let target = carried_out_below.then(|| (req.method().clone(), req.uri().clone()));
+        let fut = self.inner.call(req);
+        match target {
+            // Nothing below took the decision: drop the future unpolled, so nothing is sent.
+            Some((method, uri)) if !claim::taken(nonce) => {
+                drop(fut);
+                ResponseFuture::error(refused(PolicyError::NotCarriedOut {
+                    method,
+                    path: display_path(uri.path()).into_owned(),
+                    mode,
+                }))
             }
+            _ => ResponseFuture::inner(fut),
         }
     }
 }

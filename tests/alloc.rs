@@ -1,16 +1,18 @@
-//! Allocation budgets: none for a signature or a timestamp, at most four per signed request in
-//! the signing layer (requests are built before counting).
+//! Allocation budgets (upper bounds): none for a signature or a timestamp, at most four per
+//! signed request in the signing layer and in `AuthLayer`, and three more through the three
+//! layers stacked by hand, where the policy's decision travels in the request's extensions
+//! (the extensions map, its table and the boxed value). Requests are built before counting.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 
 use bytes::Bytes;
-use common::requests::{call, get, get_with_user_agent, post, sink};
+use common::requests::{auth, call, get, get_with_user_agent, post, signing, three_layers};
 use common::{GET_TARGET, SECRET, TIMESTAMP, TOKEN_ID, alloc};
 use http::Uri;
+use http_body_util::Full;
 use limitless_auth::clock::SystemClock;
-use limitless_auth::{HmacCredentials, HmacSigningLayer, Timestamp};
-use tower::Layer as _;
+use limitless_auth::{HmacCredentials, Timestamp};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -32,21 +34,35 @@ fn signing_and_timestamps_do_not_allocate() {
 }
 
 #[test]
-fn the_signing_layer_allocates_at_most_four_times_per_request() {
-    let creds = HmacCredentials::new(TOKEN_ID, SECRET).expect("valid");
-    let mut signing = HmacSigningLayer::new(creds).layer(sink());
+fn signed_requests_stay_within_their_allocation_budgets() {
     let get_uri: Uri = GET_TARGET.parse().expect("uri");
     let post_uri: Uri = "/orders".parse().expect("uri");
     let body = Bytes::from(common::json_512());
-    for (what, req) in [
-        ("bare GET", get(&get_uri)),
-        ("GET with user-agent", get_with_user_agent(&get_uri)),
-        ("POST 512 B", post(&post_uri, &body)),
+    let mut signing = signing::<Full<Bytes>>();
+    let mut auth = auth::<Full<Bytes>>();
+    let mut layers = three_layers::<Full<Bytes>>();
+    for (what, req, budget) in [
+        ("bare GET", get(&get_uri), 4),
+        ("GET with user-agent", get_with_user_agent(&get_uri), 4),
+        ("POST 512 B", post(&post_uri, &body), 4),
     ] {
         // Warm up once (first clones of shared bytes promote them), then count.
         call(&mut signing, get(&get_uri));
-        let (_, n) = alloc::count(|| call(&mut signing, req));
-        assert!(n <= 4, "{what}: {n} allocations");
-        assert!(n >= 2, "{what}: the two header values are allocated ({n})");
+        call(&mut auth, get(&get_uri));
+        call(&mut layers, get(&get_uri));
+        let clone = || {
+            let mut r = http::Request::new(req.body().clone());
+            *r.method_mut() = req.method().clone();
+            *r.uri_mut() = req.uri().clone();
+            *r.headers_mut() = req.headers().clone();
+            r
+        };
+        let (r1, r2, r3) = (clone(), clone(), clone());
+        let (_, n) = alloc::count(|| call(&mut signing, r1));
+        assert!(n <= budget, "signing layer, {what}: {n} allocations");
+        let (_, n) = alloc::count(|| call(&mut auth, r2));
+        assert!(n <= budget, "AuthLayer, {what}: {n} allocations");
+        let (_, n) = alloc::count(|| call(&mut layers, r3));
+        assert!(n <= budget + 3, "three layers, {what}: {n} allocations");
     }
 }

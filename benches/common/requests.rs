@@ -1,4 +1,5 @@
-//! Requests and the layer stack shared by the layer benchmark, the allocation count and its test.
+//! Requests and the layer stacks shared by the layer benchmark, the allocation count and its
+//! test.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -7,38 +8,64 @@ use bytes::Bytes;
 use http::{Method, Request, Uri};
 use http_body::Frame;
 use http_body_util::{Full, StreamBody};
-use limitless_auth::{AuthLayer, BoxError, Credentials, HmacCredentials, IdentityToken};
-use tower::{Layer as _, Service, ServiceExt as _};
+use limitless_auth::{
+    AuthLayer, AuthPolicyLayer, BoxError, Credentials, HmacCredentials, HmacSigningLayer,
+    IdentityLayer, IdentityToken, SignedBody,
+};
+use tower::{Layer as _, Service, ServiceBuilder, ServiceExt as _};
 
 use super::{SECRET, TOKEN_ID, now};
 
-pub type Chunks =
-    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+pub type Chunks = SignedBody<
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>,
+>;
 
-/// The inner service, standing in for a transport: it consumes the signed request (a
-/// transport frees it once written) and answers at once.
-pub fn sink() -> impl Service<
-    Request<Full<Bytes>>,
-    Response = (),
-    Error = Infallible,
-    Future = Ready<Result<(), Infallible>>,
-> + Clone {
-    tower::service_fn(|req: Request<Full<Bytes>>| {
+/// The inner service, standing in for a transport: it consumes the request (a transport frees
+/// it once written) and answers at once.
+pub fn sink<B>()
+-> impl Service<Request<B>, Response = (), Error = Infallible, Future = Ready<Result<(), Infallible>>>
++ Clone {
+    tower::service_fn(|req: Request<B>| {
         drop(req);
         ready(Ok::<_, Infallible>(()))
     })
 }
 
-/// Policy → identity → HMAC signing over the sink, for any request body type.
-pub fn stack<B>() -> impl Service<Request<B>, Response = (), Error = BoxError> + Clone
+fn creds() -> Credentials {
+    Credentials::new()
+        .with_hmac(HmacCredentials::new(TOKEN_ID, SECRET).expect("valid"))
+        .with_identity(IdentityToken::new("privy-identity-token").expect("valid"))
+}
+
+/// `AuthLayer` over the sink.
+pub fn auth<B>() -> impl Service<Request<B>, Response = (), Error = BoxError> + Clone
 where
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + From<Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let creds = Credentials::new()
-        .with_hmac(HmacCredentials::new(TOKEN_ID, SECRET).expect("valid"))
-        .with_identity(IdentityToken::new("privy-identity-token").expect("valid"));
-    AuthLayer::new(creds).layer(sink())
+    AuthLayer::new(creds()).layer(sink())
+}
+
+/// The three layers stacked by hand over the sink: policy → identity → HMAC signing.
+pub fn three_layers<B>() -> impl Service<Request<B>, Response = (), Error = BoxError> + Clone
+where
+    B: http_body::Body + From<Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    ServiceBuilder::new()
+        .layer(AuthPolicyLayer::new(creds()))
+        .layer(IdentityLayer::for_policy())
+        .layer(HmacSigningLayer::for_policy())
+        .service(sink())
+}
+
+/// The signing layer alone over the sink.
+pub fn signing<B>() -> impl Service<Request<B>, Response = (), Error = BoxError> + Clone
+where
+    B: http_body::Body + From<Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    HmacSigningLayer::new(HmacCredentials::new(TOKEN_ID, SECRET).expect("valid")).layer(sink())
 }
 
 pub fn get(uri: &Uri) -> Request<Full<Bytes>> {
@@ -70,7 +97,9 @@ pub fn post_chunked(uri: &Uri, body: &Bytes) -> Request<Chunks> {
     let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..4)
         .map(|i| Ok(Frame::data(body.slice(i * quarter..(i + 1) * quarter))))
         .collect();
-    let mut req = Request::new(StreamBody::new(futures_util::stream::iter(chunks)));
+    let mut req = Request::new(SignedBody::new(StreamBody::new(
+        futures_util::stream::iter(chunks),
+    )));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri.clone();
     req

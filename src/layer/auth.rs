@@ -6,25 +6,25 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::Request;
 use http_body::Body;
-use http_body_util::Full;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::hmac::{HmacSigning, HmacSigningLayer, SigningFuture};
+use super::hmac::{SigningFuture, sign_then_call};
 #[cfg(doc)]
-use super::privy::IdentityLayer;
+use super::{hmac::HmacSigningLayer, privy::IdentityLayer};
 use crate::BoxError;
+use crate::body::DEFAULT_BODY_LIMIT;
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::Credentials;
 use crate::headers::IDENTITY;
-use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, SelectedAuth};
+use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, Selected, SelectedAuth, refused};
 
 /// Policy → identity → HMAC signing in one layer, sharing one set of credentials.
 ///
 /// It behaves exactly as stacking [`AuthPolicyLayer`], [`IdentityLayer::for_policy`] and
-/// [`HmacSigningLayer::for_policy`] by hand, and does the three steps in one service: the
-/// request is moved once, its future is the signing layer's own, and the common request (HMAC
-/// with the stack's own token) carries its decision without a per-request extension.
+/// [`HmacSigningLayer::for_policy`] by hand: the same decision, made by the same code, carried
+/// out in the same service that makes it, so the decision needs no per-request extension and
+/// the request is moved once.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -53,8 +53,9 @@ use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, SelectedAuth};
 /// ```
 #[derive(Clone, Debug)]
 pub struct AuthLayer<C = SystemClock> {
-    policy: AuthPolicyLayer,
-    signing: HmacSigningLayer<C>,
+    policy: Arc<PolicyConfig>,
+    clock: C,
+    body_limit: usize,
 }
 
 impl AuthLayer<SystemClock> {
@@ -65,13 +66,12 @@ impl AuthLayer<SystemClock> {
 
     /// The three layers over a custom route table.
     pub fn with_table(credentials: Credentials, table: RouteTable) -> Self {
-        let signing = match &credentials.hmac {
-            Some(hmac) => HmacSigningLayer::new(hmac.clone()),
-            None => HmacSigningLayer::for_policy(),
-        };
         Self {
-            policy: AuthPolicyLayer::with_own_hmac_below(credentials, table),
-            signing,
+            policy: AuthPolicyLayer::with_table(credentials, table)
+                .config()
+                .clone(),
+            clock: SystemClock,
+            body_limit: DEFAULT_BODY_LIMIT,
         }
     }
 }
@@ -81,13 +81,14 @@ impl<C> AuthLayer<C> {
     pub fn with_clock<D: Clock + Clone>(self, clock: D) -> AuthLayer<D> {
         AuthLayer {
             policy: self.policy,
-            signing: self.signing.with_clock(clock),
+            clock,
+            body_limit: self.body_limit,
         }
     }
 
     /// Sets the largest request body read and signed (default 1 MiB).
     pub fn body_limit(mut self, limit: usize) -> Self {
-        self.signing = self.signing.body_limit(limit);
+        self.body_limit = limit;
         self
     }
 }
@@ -97,8 +98,10 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Auth {
-            policy: self.policy.config().clone(),
-            signing: self.signing.layer(inner),
+            inner,
+            policy: self.policy.clone(),
+            clock: self.clock.clone(),
+            body_limit: self.body_limit,
         }
     }
 }
@@ -106,22 +109,24 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
 /// The service made by [`AuthLayer`].
 #[derive(Clone, Debug)]
 pub struct Auth<S, C = SystemClock> {
+    inner: S,
     policy: Arc<PolicyConfig>,
-    signing: HmacSigning<S, C>,
+    clock: C,
+    body_limit: usize,
 }
 
 impl<S, C> Auth<S, C> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
-        self.signing.get_ref()
+        &self.inner
     }
 }
 
 impl<S, B, C> Service<Request<B>> for Auth<S, C>
 where
-    S: Service<Request<Full<Bytes>>> + Clone,
+    S: Service<Request<B>> + Clone,
     S::Error: Into<BoxError>,
-    B: Body + 'static,
+    B: Body + From<Bytes> + Unpin,
     B::Error: Into<BoxError>,
     C: Clock + Clone,
 {
@@ -130,20 +135,31 @@ where
     type Future = SigningFuture<S, B, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Service::<Request<B>>::poll_ready(&mut self.signing, cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Err(e) = self.policy.decide(&mut req) {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(error = %e, "refused by the route policy");
-            return SigningFuture::failed(e.into());
+        // The same decision the policy layer makes, carried out here rather than passed down
+        // (a decision from a policy above is carried out as it is).
+        let selected = match req.extensions().get::<SelectedAuth>() {
+            Some(decision) => {
+                decision.claim();
+                decision.selected.clone()
+            }
+            None => match self.policy.decide(&mut req) {
+                Ok(selected) => selected,
+                Err(e) => return SigningFuture::failed(refused(e)),
+            },
+        };
+        match selected {
+            Selected::Hmac(creds) => {
+                sign_then_call(&mut self.inner, req, creds, &self.clock, self.body_limit)
+            }
+            Selected::Privy(token) => {
+                req.headers_mut().insert(IDENTITY, token.header_value());
+                SigningFuture::calling(self.inner.call(req))
+            }
+            Selected::ApiKey | Selected::None => SigningFuture::calling(self.inner.call(req)),
         }
-        // What the identity layer does below a policy: send the token the policy selected.
-        if let Some(SelectedAuth::Privy(token)) = req.extensions().get::<SelectedAuth>() {
-            let value = token.header_value();
-            req.headers_mut().insert(IDENTITY, value);
-        }
-        self.signing.call(req)
     }
 }

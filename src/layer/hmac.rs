@@ -1,16 +1,23 @@
 //! HMAC request signing as a tower layer.
 //!
-//! [`HmacSigningLayer`] reads the request body (any [`http_body::Body`], up to a limit), takes a
-//! fresh timestamp from its [`Clock`], signs the request-target exactly as it will be sent
+//! [`HmacSigningLayer`] reads the body of a request it signs (up to a limit), takes a fresh
+//! timestamp from its [`Clock`], signs the request-target exactly as it will be sent
 //! (`uri.path_and_query()`) with the exact body bytes, inserts `lmts-api-key`, `lmts-timestamp`
-//! and `lmts-signature` (all marked sensitive) and passes the request on with a
-//! `Full<Bytes>` body holding those same bytes.
+//! and `lmts-signature` (all marked sensitive) and passes the request on with a body of the same
+//! type holding those same bytes (`B::from(bytes)`: a `Full<Bytes>` is passed on without a
+//! copy). A request it does not sign passes through untouched: its body is not read, limited
+//! or rebuilt.
 //!
 //! Which requests it signs:
 //! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer): exactly those for which the policy
-//!   selected HMAC, with the credentials the policy selected;
-//! - on its own: every request, unless the request's extensions hold an [`AuthMode`] other than
-//!   [`AuthMode::Hmac`]. An [`HmacCredentials`] in the extensions overrides the layer's own.
+//!   chose HMAC, with the credentials the policy chose;
+//! - on its own: every request, with its own credentials (or an [`HmacCredentials`] in the
+//!   request's extensions). A request that asks for another [`AuthMode`] fails locally, and
+//!   one that already carries an `identity` or `x-api-key` header (authenticated by a layer
+//!   above) passes through.
+//!
+//! Request bodies must implement `From<Bytes>` (to carry the signed bytes on) and `Unpin` (to
+//! be read in place): `Full<Bytes>` does; wrap any other body in [`SignedBody`].
 //!
 //! ```
 //! use bytes::Bytes;
@@ -37,7 +44,6 @@
 //! # }).unwrap();
 //! ```
 
-use std::any::Any;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
@@ -46,18 +52,18 @@ use std::task::{Context, Poll, Waker, ready};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Extensions, HeaderMap, Method, Request, Uri};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::body::{BodyError, Collect, DEFAULT_BODY_LIMIT, check_declared};
+use crate::body::{Collect, DEFAULT_BODY_LIMIT, check_declared, get_unhashed};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{HmacCredentials, sensitive_header};
-use crate::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
-use crate::policy::{Accepts, AuthMode, PolicyError, RoutePrefix, SelectedAuth};
+use crate::headers::{IDENTITY, LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP, X_API_KEY};
+use crate::policy::{Accepts, AuthMode, PolicyError, RoutePrefix, Selected, SelectedAuth, refused};
 use crate::sign::{Timestamp, TimestampError};
 
 /// A request could not be signed; nothing was sent.
@@ -99,8 +105,8 @@ impl HmacSigningLayer<SystemClock> {
     }
 
     /// Holds no credentials of its own: signs only the requests for which an
-    /// [`AuthPolicyLayer`](crate::AuthPolicyLayer) above selected HMAC, with the credentials it
-    /// selected (or those in the request's extensions).
+    /// [`AuthPolicyLayer`](crate::AuthPolicyLayer) above chose HMAC, with the credentials it
+    /// chose. Without a policy above, every request fails locally.
     pub fn for_policy() -> Self {
         Self {
             credentials: None,
@@ -156,20 +162,46 @@ impl<S, C> HmacSigning<S, C> {
     }
 }
 
-/// The credentials to sign one request with, `Ok(None)` to pass it on unsigned, `Err(())` when
-/// it should be signed and no credentials are at hand.
-fn signer<'a>(
-    ext: &'a Extensions,
-    own: Option<&'a HmacCredentials>,
-) -> Result<Option<&'a HmacCredentials>, ()> {
-    match ext.get::<SelectedAuth>() {
-        Some(SelectedAuth::Hmac(creds)) => Ok(Some(creds)),
-        Some(_) => Ok(None),
-        None => match ext.get::<AuthMode>() {
-            None | Some(AuthMode::Hmac) => ext.get::<HmacCredentials>().or(own).map(Some).ok_or(()),
-            Some(_) => Ok(None),
-        },
+/// Whether `headers` carry the credential of a mode other than HMAC, set by a layer above.
+pub(crate) fn has_header(headers: &HeaderMap, names: [&http::HeaderName; 2]) -> bool {
+    !headers.is_empty() && names.iter().any(|n| get_unhashed(headers, n).is_some())
+}
+
+/// With which credentials to sign `req`: `Ok(None)` to pass it on untouched.
+fn signer<B>(
+    req: &Request<B>,
+    own: Option<&HmacCredentials>,
+) -> Result<Option<HmacCredentials>, PolicyError> {
+    let ext = req.extensions();
+    if let Some(decision) = ext.get::<SelectedAuth>() {
+        // Below a policy: carry out its decision, and nothing else.
+        return Ok(match &decision.selected {
+            Selected::Hmac(creds) => {
+                decision.claim();
+                Some(creds.clone())
+            }
+            _ => None,
+        });
     }
+    // On its own: every request is signed, unless a layer above authenticated it otherwise.
+    if has_header(req.headers(), [&IDENTITY, &X_API_KEY]) {
+        return Ok(None);
+    }
+    if let Some(&mode) = ext.get::<AuthMode>()
+        && mode != AuthMode::Hmac
+    {
+        return Err(PolicyError::not_this_layer(
+            req.method(),
+            req.uri(),
+            mode,
+            AuthMode::Hmac,
+        ));
+    }
+    ext.get::<HmacCredentials>()
+        .or(own)
+        .cloned()
+        .map(Some)
+        .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::HMAC))
 }
 
 /// The request-target hyper will send: `path_and_query` in origin form.
@@ -188,16 +220,16 @@ fn target_to_sign<'a>(uri: &'a Uri, ext: &Extensions) -> Option<&'a str> {
     })
 }
 
-/// Takes a timestamp, signs, and inserts the three headers; refuses a target that is not in
-/// origin form.
+/// Takes a timestamp, signs, and inserts the three headers.
 fn apply<C: Clock>(
-    headers: &mut HeaderMap,
-    (method, uri, ext): (&Method, &Uri, &Extensions),
+    parts: &mut Parts,
     creds: &HmacCredentials,
     clock: &C,
     body: &[u8],
 ) -> Result<(), SigningError> {
-    let target = target_to_sign(uri, ext).ok_or_else(|| invalid_target(method, uri))?;
+    let (method, uri) = (&parts.method, &parts.uri);
+    let target =
+        target_to_sign(uri, &parts.extensions).ok_or_else(|| invalid_target(method, uri))?;
     let ts = Timestamp::now(clock)?;
     let sig = creds.sign_bytes(
         ts.as_bytes(),
@@ -206,6 +238,7 @@ fn apply<C: Clock>(
         body,
     );
     let value = |bytes: &[u8]| sensitive_header(Bytes::copy_from_slice(bytes));
+    let headers = &mut parts.headers;
     headers.reserve(3);
     headers.insert(LMTS_API_KEY, creds.token_id_header().clone());
     headers.insert(LMTS_TIMESTAMP, value(ts.as_bytes()));
@@ -222,9 +255,9 @@ fn invalid_target(method: &Method, uri: &Uri) -> SigningError {
 
 impl<S, B, C> Service<Request<B>> for HmacSigning<S, C>
 where
-    S: Service<Request<Full<Bytes>>> + Clone,
+    S: Service<Request<B>> + Clone,
     S::Error: Into<BoxError>,
-    B: Body + 'static,
+    B: Body + From<Bytes> + Unpin,
     B::Error: Into<BoxError>,
     C: Clock + Clone,
 {
@@ -237,84 +270,70 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let declared = match check_declared(req.headers(), req.body(), self.body_limit) {
-            Ok(d) => d,
-            Err(e) => return SigningFuture::failed(e.into()),
-        };
-        let (mut parts, mut body) = req.into_parts();
-        let Ok(creds) = signer(&parts.extensions, self.credentials.as_ref()) else {
-            let err = PolicyError::missing(&parts.method, &parts.uri, Accepts::HMAC);
-            return SigningFuture::failed(err.into());
-        };
-        // An empty body, or one already in memory: sign now and call the inner service, which
-        // poll_ready made ready.
-        let ready = if body.is_end_stream() {
-            Some(Bytes::new())
-        } else {
-            in_memory(&mut body)
-        };
-        if let Some(bytes) = ready {
-            if let Err(e) = check_length(declared, bytes.len()) {
-                return SigningFuture::failed(e.into());
+        match signer(&req, self.credentials.as_ref()) {
+            Ok(Some(creds)) => {
+                sign_then_call(&mut self.inner, req, creds, &self.clock, self.body_limit)
             }
-            if let Some(creds) = creds
-                && let Err(e) = apply(
-                    &mut parts.headers,
-                    (&parts.method, &parts.uri, &parts.extensions),
-                    creds,
-                    &self.clock,
-                    &bytes,
-                )
-            {
-                return SigningFuture::failed(e.into());
+            Ok(None) => SigningFuture::calling(self.inner.call(req)),
+            Err(e) => SigningFuture::failed(refused(e)),
+        }
+    }
+}
+
+/// Reads `req`'s body within `limit`, signs with `creds`, and calls `inner` (which `poll_ready`
+/// made ready) with the signed request. A body already in memory is read and signed here;
+/// any other is read by the returned future first.
+pub(crate) fn sign_then_call<S, B, C>(
+    inner: &mut S,
+    req: Request<B>,
+    creds: HmacCredentials,
+    clock: &C,
+    limit: usize,
+) -> SigningFuture<S, B, C>
+where
+    S: Service<Request<B>> + Clone,
+    B: Body + From<Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    C: Clock + Clone,
+{
+    let declared = match check_declared(req.headers(), req.body(), limit) {
+        Ok(d) => d,
+        Err(e) => return SigningFuture::failed(e.into()),
+    };
+    let (mut parts, body) = req.into_parts();
+    // Refuse an unsignable target before reading the body.
+    if target_to_sign(&parts.uri, &parts.extensions).is_none() {
+        return SigningFuture::failed(invalid_target(&parts.method, &parts.uri).into());
+    }
+    let mut collect = Collect::new(body, limit, declared);
+    // An empty body or one already in memory (`Full<Bytes>`) is complete on the first poll,
+    // whatever the waker: sign now.
+    match Pin::new(&mut collect).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(bytes)) => match apply(&mut parts, &creds, clock, &bytes) {
+            Ok(()) => {
+                SigningFuture::calling(inner.call(Request::from_parts(parts, B::from(bytes))))
             }
-            let req = Request::from_parts(parts, Full::new(bytes));
-            return SigningFuture::calling(self.inner.call(req));
-        }
-        // Refuse an unsignable target before reading the body.
-        if creds.is_some() && signing_target(&parts.uri).is_none() {
-            return SigningFuture::failed(invalid_target(&parts.method, &parts.uri).into());
-        }
-        let signer = creds.cloned().map(|c| (c, self.clock.clone()));
-        // The body must be read first: take the ready service, leave a clone in its place.
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        SigningFuture {
-            state: State::Collecting {
-                reading: Box::pin(Reading {
-                    collect: Collect::new(body, self.body_limit, declared),
-                    pending: Some(Pending {
-                        parts,
-                        inner,
-                        signer,
+            Err(e) => SigningFuture::failed(e.into()),
+        },
+        Poll::Ready(Err(e)) => SigningFuture::failed(e.into()),
+        Poll::Pending => {
+            // The body must be read first: take the ready service, leave a clone in its place.
+            let clone = inner.clone();
+            let inner = mem::replace(inner, clone);
+            SigningFuture {
+                state: State::Collecting {
+                    reading: Box::new(Reading {
+                        collect,
+                        pending: Some(Pending {
+                            parts,
+                            inner,
+                            creds,
+                            clock: clock.clone(),
+                        }),
                     }),
-                }),
-            },
+                },
+            }
         }
-    }
-}
-
-/// The bytes of a body that is already in memory (`Full<Bytes>`), taken without waiting;
-/// `None` for any other body, which is then read asynchronously.
-fn in_memory<B: Body + 'static>(body: &mut B) -> Option<Bytes> {
-    let full = (body as &mut dyn Any).downcast_mut::<Full<Bytes>>()?;
-    // A `Full` yields its one data frame (or nothing) on the first poll, whatever the waker.
-    match Pin::new(full).poll_frame(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Some(Ok(frame))) => frame.into_data().ok(),
-        Poll::Ready(None) => Some(Bytes::new()),
-        Poll::Ready(Some(Err(never))) => match never {},
-        Poll::Pending => None,
-    }
-}
-
-/// `Content-Length`, when the request has one, must match the body.
-fn check_length(declared: Option<u64>, actual: usize) -> Result<(), BodyError> {
-    match declared {
-        Some(declared) if declared != actual as u64 => Err(BodyError::LengthMismatch {
-            declared,
-            actual: actual as u64,
-        }),
-        _ => Ok(()),
     }
 }
 
@@ -322,17 +341,15 @@ fn check_length(declared: Option<u64>, actual: usize) -> Result<(), BodyError> {
 struct Pending<S, C> {
     parts: Parts,
     inner: S,
-    signer: Option<(HmacCredentials, C)>,
+    creds: HmacCredentials,
+    clock: C,
 }
 
-pin_project! {
-    /// A body being read, with the request it belongs to. It lives on the heap, so that the
-    /// future of the common request (an empty or in-memory body) stays a few words long.
-    struct Reading<S, B, C> {
-        #[pin]
-        collect: Collect<B>,
-        pending: Option<Pending<S, C>>,
-    }
+/// A body being read, with the request it belongs to. It lives on the heap, so that the future
+/// of the common request (an empty or in-memory body) stays a few words long.
+struct Reading<S, B, C> {
+    collect: Collect<B>,
+    pending: Option<Pending<S, C>>,
 }
 
 pin_project! {
@@ -340,7 +357,7 @@ pin_project! {
     /// the inner service.
     pub struct SigningFuture<S, B, C>
     where
-        S: Service<Request<Full<Bytes>>>,
+        S: Service<Request<B>>,
     {
         #[pin]
         state: State<S, B, C>,
@@ -351,10 +368,10 @@ pin_project! {
     #[project = StateProj]
     enum State<S, B, C>
     where
-        S: Service<Request<Full<Bytes>>>,
+        S: Service<Request<B>>,
     {
         Collecting {
-            reading: Pin<Box<Reading<S, B, C>>>,
+            reading: Box<Reading<S, B, C>>,
         },
         Calling {
             #[pin]
@@ -368,7 +385,7 @@ pin_project! {
 
 impl<S, B, C> SigningFuture<S, B, C>
 where
-    S: Service<Request<Full<Bytes>>>,
+    S: Service<Request<B>>,
 {
     pub(crate) fn failed(err: BoxError) -> Self {
         Self {
@@ -376,7 +393,7 @@ where
         }
     }
 
-    fn calling(fut: S::Future) -> Self {
+    pub(crate) fn calling(fut: S::Future) -> Self {
         Self {
             state: State::Calling { fut },
         }
@@ -385,9 +402,9 @@ where
 
 impl<S, B, C> Future for SigningFuture<S, B, C>
 where
-    S: Service<Request<Full<Bytes>>>,
+    S: Service<Request<B>>,
     S::Error: Into<BoxError>,
-    B: Body,
+    B: Body + From<Bytes> + Unpin,
     B::Error: Into<BoxError>,
     C: Clock,
 {
@@ -398,26 +415,18 @@ where
         loop {
             match state.as_mut().project() {
                 StateProj::Collecting { reading } => {
-                    let reading = reading.as_mut().project();
-                    let body = ready!(reading.collect.poll(cx))?;
+                    let body = ready!(Pin::new(&mut reading.collect).poll(cx))?;
                     let Some(Pending {
                         mut parts,
                         mut inner,
-                        signer,
+                        creds,
+                        clock,
                     }) = reading.pending.take()
                     else {
                         return Poll::Ready(Err("future polled after completion".into()));
                     };
-                    if let Some((creds, clock)) = &signer {
-                        apply(
-                            &mut parts.headers,
-                            (&parts.method, &parts.uri, &parts.extensions),
-                            creds,
-                            clock,
-                            &body,
-                        )?;
-                    }
-                    let fut = inner.call(Request::from_parts(parts, Full::new(body)));
+                    apply(&mut parts, &creds, &clock, &body)?;
+                    let fut = inner.call(Request::from_parts(parts, B::from(body)));
                     state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => return fut.poll(cx).map_err(Into::into),
@@ -431,9 +440,108 @@ where
     }
 }
 
+pin_project! {
+    /// A request body for the signing layer when it is not a `Full<Bytes>`: any body (a
+    /// stream, say) passed through untouched when the request is not signed, or the bytes that
+    /// were read and signed.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt as _, Empty};
+    /// use limitless_auth::layer::hmac::SignedBody;
+    ///
+    /// let streaming: SignedBody<Empty<Bytes>> = SignedBody::new(Empty::new());
+    /// let signed: SignedBody<Empty<Bytes>> = SignedBody::from(Bytes::from_static(b"{}"));
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert_eq!(signed.collect().await.unwrap().to_bytes(), "{}");
+    /// assert!(streaming.collect().await.unwrap().to_bytes().is_empty());
+    /// # });
+    /// ```
+    pub struct SignedBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Signed {
+            #[pin]
+            bytes: Full<Bytes>,
+        },
+        Body {
+            #[pin]
+            body: B,
+        },
+    }
+}
+
+impl<B> SignedBody<B> {
+    /// Wraps `body`.
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: Kind::Body { body },
+        }
+    }
+
+    /// Whether this holds the bytes that were read and signed (rather than the body as given).
+    pub fn is_signed(&self) -> bool {
+        matches!(self.kind, Kind::Signed { .. })
+    }
+}
+
+impl<B> From<Bytes> for SignedBody<B> {
+    fn from(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Signed {
+                bytes: Full::new(bytes),
+            },
+        }
+    }
+}
+
+impl<B> Body for SignedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Signed { bytes } => bytes
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            KindProj::Body { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Signed { bytes } => bytes.is_end_stream(),
+            Kind::Body { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Signed { bytes } => bytes.size_hint(),
+            Kind::Body { body } => body.size_hint(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::BodyError;
     use crate::clock::FixedClock;
     use std::convert::Infallible;
     use tower::ServiceExt;
@@ -488,18 +596,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pass_through_when_another_mode_is_requested() {
-        let svc = HmacSigningLayer::new(creds()).layer(tower::service_fn(
-            |req: Request<Full<Bytes>>| async move {
-                assert!(req.headers().is_empty());
-                Ok::<_, Infallible>(())
-            },
-        ));
+    async fn on_its_own_another_mode_fails_locally() {
+        let (inner, seen) = recorder();
+        let svc = HmacSigningLayer::new(creds()).layer(inner);
         let mut req = Request::get("/x")
             .body(Full::new(Bytes::new()))
             .expect("req");
         req.extensions_mut().insert(AuthMode::Privy);
-        svc.oneshot(req).await.expect("passed through");
+        let err = svc.oneshot(req).await.expect_err("refused");
+        assert!(matches!(
+            err.downcast_ref::<PolicyError>(),
+            Some(PolicyError::ModeNotAccepted {
+                requested: AuthMode::Privy,
+                ..
+            })
+        ));
+        assert!(seen.lock().expect("lock").is_empty(), "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_request_authenticated_above_passes_untouched() {
+        let (inner, seen) = recorder();
+        let svc = HmacSigningLayer::new(creds()).layer(inner);
+        let req = Request::get("/x")
+            .header("identity", "Bearer t")
+            .body(Full::new(Bytes::new()))
+            .expect("req");
+        svc.oneshot(req).await.expect("passed on");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen[0].headers().len(), 1);
+        assert_eq!(seen[0].headers()["identity"], "Bearer t");
     }
 
     #[tokio::test]
@@ -617,14 +743,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_arrives_later_is_read_then_signed() {
-        let (inner, seen) = recorder();
+        type Stream = http_body_util::StreamBody<
+            std::pin::Pin<
+                Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>,
+            >,
+        >;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let inner = tower::service_fn(move |req: Request<SignedBody<Stream>>| {
+            log.lock().expect("lock").push(req);
+            std::future::ready(Ok::<_, Infallible>(()))
+        });
         let mut svc = HmacSigningLayer::new(creds()).layer(inner);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
+        let body: Stream = http_body_util::StreamBody::new(Box::pin(stream));
         let req = Request::post("/orders?x=1")
-            .body(http_body_util::StreamBody::new(stream))
+            .body(SignedBody::new(body))
             .expect("req");
         let fut = ready_call(&mut svc, req).await;
         assert!(
@@ -634,7 +771,7 @@ mod tests {
         let feed = async move {
             for part in [&b"{\"a\":"[..], b"1}"] {
                 tokio::task::yield_now().await;
-                tx.send(Ok(http_body::Frame::data(Bytes::from_static(part))))
+                tx.send(Ok(Frame::data(Bytes::from_static(part))))
                     .await
                     .expect("send");
             }
@@ -643,7 +780,16 @@ mod tests {
         res.expect("ok");
         let seen = seen.lock().expect("lock");
         assert_eq!(seen.len(), 1);
-        assert!(signature_holds(&seen[0], b"{\"a\":1}"));
+        let h = seen[0].headers();
+        let text = |name: &str| h[name].to_str().expect("ascii").to_owned();
+        assert!(creds().verify(
+            &text("lmts-timestamp"),
+            "POST",
+            "/orders?x=1",
+            b"{\"a\":1}",
+            &text("lmts-signature"),
+        ));
+        assert!(seen[0].body().is_signed());
         assert_eq!(seen[0].body().size_hint().exact(), Some(7));
     }
 

@@ -1,10 +1,12 @@
 //! Privy identity-token injection as a tower layer.
 //!
-//! [`IdentityLayer`] inserts `identity: Bearer <token>` (marked sensitive) into requests whose
-//! mode is Privy: those for which an [`AuthPolicyLayer`](crate::AuthPolicyLayer) above selected
-//! Privy, or, without a policy, those whose extensions hold [`AuthMode::Privy`]. Every other
-//! request passes unchanged. An [`IdentityToken`] in a request's extensions overrides the
-//! layer's own.
+//! [`IdentityLayer`] inserts `identity: Bearer <token>` (marked sensitive):
+//! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer): into exactly the requests for which
+//!   the policy chose Privy, with the token it chose; every other request passes unchanged;
+//! - on its own: into every request, with its own token (or an [`IdentityToken`] in the
+//!   request's extensions). A request that asks for another [`AuthMode`] fails locally, and one
+//!   that already carries an `lmts-signature` or `x-api-key` header (authenticated by a layer
+//!   above) passes through.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -36,9 +38,47 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::credentials::IdentityToken;
-use crate::headers::IDENTITY;
+use crate::headers::{IDENTITY, LMTS_SIGNATURE, X_API_KEY};
 use crate::layer::ResponseFuture;
-use crate::policy::{Accepts, AuthMode, PolicyError, SelectedAuth};
+use crate::layer::hmac::has_header;
+use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth, refused};
+
+/// The `identity` header value to insert into `req`: `Ok(None)` to pass it on unchanged.
+fn token_for<B>(
+    req: &Request<B>,
+    own: Option<&IdentityToken>,
+) -> Result<Option<http::HeaderValue>, PolicyError> {
+    let ext = req.extensions();
+    if let Some(decision) = ext.get::<SelectedAuth>() {
+        // Below a policy: carry out its decision, and nothing else.
+        return Ok(match &decision.selected {
+            Selected::Privy(token) => {
+                decision.claim();
+                Some(token.header_value())
+            }
+            _ => None,
+        });
+    }
+    // On its own: every request carries the token, unless a layer above authenticated it
+    // otherwise.
+    if has_header(req.headers(), [&LMTS_SIGNATURE, &X_API_KEY]) {
+        return Ok(None);
+    }
+    if let Some(&mode) = ext.get::<AuthMode>()
+        && mode != AuthMode::Privy
+    {
+        return Err(PolicyError::not_this_layer(
+            req.method(),
+            req.uri(),
+            mode,
+            AuthMode::Privy,
+        ));
+    }
+    ext.get::<IdentityToken>()
+        .or(own)
+        .map(|token| Some(token.header_value()))
+        .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::PRIVY))
+}
 
 /// Adds the Privy identity token to Privy requests: see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -52,8 +92,9 @@ impl IdentityLayer {
         Self { token: Some(token) }
     }
 
-    /// Holds no token of its own: uses the token an
-    /// [`AuthPolicyLayer`](crate::AuthPolicyLayer) above selected.
+    /// Holds no token of its own: carries out the Privy decisions of an
+    /// [`AuthPolicyLayer`](crate::AuthPolicyLayer) above, with the token it chose. Without a
+    /// policy above, every request fails locally.
     pub fn for_policy() -> Self {
         Self { token: None }
     }
@@ -98,25 +139,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ext = req.extensions();
-        let value = match ext.get::<SelectedAuth>() {
-            Some(SelectedAuth::Privy(token)) => Some(token.header_value()),
-            Some(_) => None,
-            None if ext.get::<AuthMode>() == Some(&AuthMode::Privy) => {
-                match ext.get::<IdentityToken>().or(self.token.as_ref()) {
-                    Some(token) => Some(token.header_value()),
-                    None => {
-                        return ResponseFuture::error(
-                            PolicyError::missing(req.method(), req.uri(), Accepts::PRIVY).into(),
-                        );
-                    }
-                }
+        match token_for(&req, self.token.as_ref()) {
+            Ok(Some(value)) => {
+                req.headers_mut().insert(IDENTITY, value);
+                ResponseFuture::inner(self.inner.call(req))
             }
-            None => None,
-        };
-        if let Some(value) = value {
-            req.headers_mut().insert(IDENTITY, value);
+            Ok(None) => ResponseFuture::inner(self.inner.call(req)),
+            Err(e) => ResponseFuture::error(refused(e)),
         }
-        ResponseFuture::inner(self.inner.call(req))
     }
 }

@@ -31,31 +31,64 @@ impl Recorder {
         self.seen.lock().expect("lock").len()
     }
 
-    /// A tower service recording into this recorder.
-    pub fn service(
-        &self,
-    ) -> impl tower::Service<
-        Request<Full<Bytes>>,
-        Response = Response<()>,
-        Error = Infallible,
-        Future = impl Send,
-    > + Clone
-    + Send
-    + 'static {
+    /// A tower service recording into this recorder, for any request body.
+    pub fn service<B>(&self) -> RecorderService<B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        RecorderService {
+            seen: self.seen.clone(),
+            body: std::marker::PhantomData,
+        }
+    }
+}
+
+/// The service of a [`Recorder`].
+pub struct RecorderService<B> {
+    seen: Arc<Mutex<Vec<Captured>>>,
+    body: std::marker::PhantomData<fn(B)>,
+}
+
+impl<B> Clone for RecorderService<B> {
+    fn clone(&self) -> Self {
+        Self {
+            seen: self.seen.clone(),
+            body: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for RecorderService<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<()>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let seen = self.seen.clone();
-        tower::service_fn(move |req: Request<Full<Bytes>>| {
-            let seen = seen.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = match body.collect().await {
-                    Ok(c) => c.to_bytes(),
-                    Err(never) => match never {},
-                };
-                seen.lock()
-                    .expect("lock")
-                    .push(Request::from_parts(parts, bytes));
-                Ok::<_, Infallible>(Response::new(()))
-            }
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) => panic!("the body does not read: {}", e.into()),
+            };
+            seen.lock()
+                .expect("lock")
+                .push(Request::from_parts(parts, bytes));
+            Ok(Response::new(()))
         })
     }
 }
