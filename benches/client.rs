@@ -40,7 +40,7 @@ use limitless_auth::client::{Client, HttpsTransport};
 use limitless_auth::clock::SystemClock;
 use limitless_auth::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
 use limitless_auth::mock::{MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
-use limitless_auth::{HmacCredentials, Timestamp};
+use limitless_auth::{Credentials, HmacCredentials, Timestamp};
 use tower::Layer as _;
 
 const PATH: &str = "/markets/active";
@@ -182,7 +182,9 @@ fn bench(c: &mut Criterion) {
     let uri: Uri = format!("{}{PATH}", mock.base_url()).parse().expect("uri");
     let rt = runtime();
     let (transport, client) = rt.block_on(async {
-        let builder = Client::builder().base_url(mock.base_url()).hmac(creds());
+        let builder = Client::builder()
+            .base_url(mock.base_url())
+            .credentials(Credentials::new().with_hmac(creds()));
         let transport = builder.transport().expect("transport");
         (transport, builder.build().expect("client"))
     });
@@ -221,7 +223,7 @@ fn bench(c: &mut Criterion) {
         let tls_client = rt.block_on(async move {
             Client::builder()
                 .base_url(format!("https://localhost:{}", addr.port()))
-                .hmac(creds())
+                .credentials(Credentials::new().with_hmac(creds()))
                 .tls_config(raw::client_tls())
                 .http2(h2)
                 .pool_max_idle_per_host(256)

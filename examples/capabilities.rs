@@ -27,11 +27,14 @@ async fn main() -> Result<(), BoxError> {
         let mock = MockServer::start().await?;
         let client = Client::builder()
             .base_url(mock.base_url())
-            .identity(IdentityToken::new(PARTNER_IDENTITY)?)
-            .hmac(HmacCredentials::new(
-                PARTNER_TOKEN_ID,
-                PARTNER_TOKEN_SECRET,
-            )?)
+            .credentials(
+                Credentials::new()
+                    .with_identity(IdentityToken::new(PARTNER_IDENTITY)?)
+                    .with_hmac(HmacCredentials::new(
+                        PARTNER_TOKEN_ID,
+                        PARTNER_TOKEN_SECRET,
+                    )?),
+            )
             .build()?;
         _mock = mock;
         client

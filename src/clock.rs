@@ -48,7 +48,7 @@ impl Clock for SystemClock {
 
 /// Converts a [`SystemTime`] to milliseconds since the Unix epoch, saturating at the `i64` range.
 #[inline]
-pub fn system_time_millis(t: SystemTime) -> i64 {
+pub(crate) fn system_time_millis(t: SystemTime) -> i64 {
     let millis = |d: std::time::Duration| {
         i64::try_from(d.as_secs())
             .ok()

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
 use common::vectors;
+use limitless_auth::Credentials;
 use limitless_auth::{HmacCredentials, Timestamp};
 
 fn lmts(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
@@ -611,7 +612,9 @@ mod against_the_mock {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let client = limitless_auth::client::Client::builder()
             .base_url(url.clone())
-            .identity(limitless_auth::IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
+            .credentials(Credentials::new().with_identity(
+                limitless_auth::IdentityToken::new(PARTNER_IDENTITY).expect("valid"),
+            ))
             .build()
             .expect("client");
         let caps = client.capabilities().await;

@@ -560,7 +560,9 @@ async fn token_ids_stay_out_of_policy_refusals() {
     // Only an identity token: the HMAC route is refused locally, naming the route template.
     let client = Client::builder()
         .base_url("http://127.0.0.1:9")
-        .identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
+        .credentials(
+            Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid")),
+        )
         .build()
         .expect("client");
     let err = client
@@ -588,7 +590,9 @@ async fn the_mock_answers_413_to_an_oversized_body() {
     let mock = MockServer::start().await.expect("mock");
     let client = Client::builder()
         .base_url(mock.base_url())
-        .hmac(HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"))
+        .credentials(Credentials::new().with_hmac(
+            HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"),
+        ))
         .body_limit(8 << 20)
         .retry(RetryConfig::disabled())
         .build()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use limitless_auth::AuthMode;
+use limitless_auth::Credentials;
 use limitless_auth::HmacCredentials;
 use limitless_auth::client::{Client, RetryConfig};
 use limitless_auth::mock::{Fault, MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
@@ -39,7 +40,9 @@ async fn ten_thousand_signed_requests_with_injected_faults() {
     );
     let client = Client::builder()
         .base_url(mock.base_url())
-        .hmac(HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"))
+        .credentials(Credentials::new().with_hmac(
+            HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"),
+        ))
         .retry(RetryConfig {
             max_attempts: 4,
             initial_backoff: Duration::from_millis(1),

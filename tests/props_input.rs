@@ -132,7 +132,7 @@ proptest! {
         rt.block_on(async {
             let client = Client::builder()
                 .base_url("http://127.0.0.1:9")
-                .hmac(HmacCredentials::new("id", "c2VjcmV0").expect("valid"))
+                .credentials(Credentials::new().with_hmac(HmacCredentials::new("id", "c2VjcmV0").expect("valid")))
                 .retry(RetryConfig::disabled())
                 .build()
                 .expect("client");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
+use limitless_auth::Credentials;
 use limitless_auth::client::{Client, ClientBuilder, Error, RequestTimeout, RetryConfig};
 use limitless_auth::clock::FixedClock;
 use limitless_auth::mock::{Fault, MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
@@ -34,7 +35,7 @@ fn fast_retries() -> RetryConfig {
 fn builder(mock: &MockServer) -> ClientBuilder {
     Client::builder()
         .base_url(mock.base_url())
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .retry(fast_retries())
         .timeout(Some(Duration::from_secs(10)))
 }
@@ -75,7 +76,7 @@ async fn a_skewed_401_is_re_signed_with_the_server_time_and_retried_once() {
     mock.set_clock_offset_millis(60_000);
     let client = Client::builder()
         .base_url(mock.base_url())
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .retry(fast_retries())
         .clock(FixedClock::new(T0))
         .build()
@@ -139,7 +140,7 @@ async fn a_401_while_the_clocks_agree_is_returned_as_is() {
     let wrong = HmacCredentials::new(PARTNER_TOKEN_ID, "c2VjcmV0").expect("valid");
     let client = Client::builder()
         .base_url(mock.base_url())
-        .hmac(wrong)
+        .credentials(Credentials::new().with_hmac(wrong))
         .retry(fast_retries())
         .clock(FixedClock::new(T0 + 300))
         .build()
@@ -452,7 +453,7 @@ async fn retries_share_the_body_and_connect_errors_retry_even_posts() {
     };
     let client = Client::builder()
         .base_url(format!("http://{closed}"))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .retry(fast_retries())
         .build_with_transport(spy.clone())
         .expect("client");

@@ -103,7 +103,9 @@ async fn a_full_session_traced_at_trace_level_shows_no_secret() {
     let label = "label-in-a-request-body";
     let privy = Client::builder()
         .base_url(mock.base_url())
-        .identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
+        .credentials(
+            Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid")),
+        )
         .build()
         .expect("client");
     let token = privy

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::raw::{self, Answer, RawRequest};
 use http::{Method, Request, StatusCode};
+use limitless_auth::Credentials;
 use limitless_auth::client::{Client, Error, RetryConfig};
 use limitless_auth::{HmacCredentials, IdentityToken};
 
@@ -54,7 +55,7 @@ async fn a_connection_still_writing_a_body_is_not_handed_out() {
     let (addr, stats) = raw::serve(handler).await;
     let client = Client::builder()
         .base_url(format!("http://{addr}"))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .body_limit(16 << 20)
         .retry(RetryConfig::disabled())
         .timeout(Some(Duration::from_secs(5)))
@@ -85,7 +86,7 @@ async fn idle_connections_are_reaped_without_traffic_and_capped() {
     let (addr, stats) = raw::serve(Arc::new(ok)).await;
     let client = Client::builder()
         .base_url(format!("http://{addr}"))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .pool_idle_timeout(Duration::from_millis(200))
         .pool_max_idle_per_host(3)
         .build()
@@ -119,7 +120,7 @@ async fn the_connect_timeout_bounds_the_tls_handshake() {
     let (addr, accepted) = raw::silent().await;
     let client = Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .tls_config(raw::client_tls())
         .connect_timeout(Duration::from_millis(300))
         .timeout(Some(Duration::from_secs(10)))
@@ -158,7 +159,7 @@ async fn http2_carries_many_requests_on_one_tls_connection() {
     let (addr, accepted) = raw::tls_server(&[b"h2", b"http/1.1"]).await;
     let client = Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .tls_config(raw::client_tls())
         .build()
         .expect("client");
@@ -170,7 +171,7 @@ async fn http2_carries_many_requests_on_one_tls_connection() {
     let (addr, accepted) = raw::tls_server(&[b"h2", b"http/1.1"]).await;
     let client = Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .tls_config(raw::client_tls())
         .http2(false)
         .build()
@@ -186,7 +187,7 @@ async fn a_server_the_roots_do_not_vouch_for_is_refused() {
     // The default roots (web PKI) do not include the test CA.
     let client = Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .retry(RetryConfig::disabled())
         .build()
         .expect("client");
@@ -223,8 +224,11 @@ async fn a_base_url_with_a_path_keeps_the_route_policy_and_signs_as_sent() {
     let (addr, stats) = raw::serve(Arc::new(capabilities_or_tokens)).await;
     let client = Client::builder()
         .base_url(format!("http://{addr}/x/"))
-        .hmac(hmac())
-        .identity(IdentityToken::new("privy-identity").expect("token"))
+        .credentials(
+            Credentials::new()
+                .with_hmac(hmac())
+                .with_identity(IdentityToken::new("privy-identity").expect("token")),
+        )
         .build()
         .expect("client");
     let caps = client.capabilities().await.expect("Privy route");
@@ -247,7 +251,7 @@ async fn the_prefix_can_be_left_out_of_the_signature() {
     let client = Client::builder()
         .base_url(format!("http://{addr}/gw/v1"))
         .sign_route_without_prefix(true)
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .build()
         .expect("client");
     client.list_tokens().await.expect("HMAC route");
@@ -266,7 +270,7 @@ async fn methods_go_on_the_wire_in_upper_case() {
     let (addr, stats) = raw::serve(Arc::new(ok)).await;
     let client = Client::builder()
         .base_url(format!("http://{addr}"))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .build()
         .expect("client");
     for method in ["get", "Post", "delete"] {
@@ -290,7 +294,7 @@ async fn a_foreign_host_header_is_refused_locally() {
     let (addr, stats) = raw::serve(Arc::new(ok)).await;
     let client = Client::builder()
         .base_url(format!("http://{addr}"))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .build()
         .expect("client");
     let req = Request::get("/orders")
@@ -315,7 +319,7 @@ async fn non_ascii_targets_are_percent_encoded_before_signing() {
     let (addr, stats) = raw::serve(Arc::new(ok)).await;
     let client = Client::builder()
         .base_url(format!("http://{addr}"))
-        .hmac(hmac())
+        .credentials(Credentials::new().with_hmac(hmac()))
         .build()
         .expect("client");
     client

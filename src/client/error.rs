@@ -260,7 +260,7 @@ impl Error {
 /// `error`, else `msg`; a body that is not JSON (a proxy's HTML page, say) gives its first 300
 /// bytes as text. Other JSON gives no message, so that error messages never echo a body's
 /// fields; the raw body stays available in the error.
-pub fn error_message(body: &[u8]) -> Option<String> {
+pub(crate) fn error_message(body: &[u8]) -> Option<String> {
     const MAX_TEXT: usize = 300;
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
         let serde_json::Value::Object(map) = value else {

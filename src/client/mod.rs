@@ -51,7 +51,8 @@ use tower::ServiceExt as _;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
-pub use error::{Error, RawBody, error_message};
+pub(crate) use error::error_message;
+pub use error::{Error, RawBody};
 pub use observe::RequestTimeout;
 use observe::{Observe, SkewTracker};
 pub use retry::{Retry, RetryConfig, RetryLayer, RetryPolicy};
@@ -59,7 +60,7 @@ pub use transport::{Connector, HttpsTransport};
 
 use crate::clock::OffsetClock;
 use crate::clock::{Clock, SystemClock};
-use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken};
+use crate::credentials::Credentials;
 use crate::policy::RoutePrefix;
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities, Scope};
 use crate::{AuthLayer, BoxError, DEFAULT_BODY_LIMIT, RouteTable};
@@ -463,27 +464,10 @@ impl ClientBuilder {
         self
     }
 
-    /// The credentials: any of HMAC, Privy identity token and legacy API key.
+    /// The credentials: any of HMAC, Privy identity token and legacy API key (the one way to
+    /// set them; see [`Credentials`]).
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
-        self
-    }
-
-    /// HMAC token credentials.
-    pub fn hmac(mut self, hmac: HmacCredentials) -> Self {
-        self.credentials.hmac = Some(hmac);
-        self
-    }
-
-    /// The Privy identity token.
-    pub fn identity(mut self, identity: IdentityToken) -> Self {
-        self.credentials.identity = Some(identity);
-        self
-    }
-
-    /// A legacy API key.
-    pub fn api_key(mut self, key: ApiKey) -> Self {
-        self.credentials.api_key = Some(key);
         self
     }
 

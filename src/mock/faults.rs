@@ -56,37 +56,51 @@ pub(super) struct Faults {
     pub(super) every: Vec<(u64, Fault)>,
 }
 
-pub(super) fn fault_response(fault: Fault) -> MockResponse {
-    match fault {
-        Fault::TooManyRequests {
-            retry_after,
-            body_seconds,
-        } => {
-            let mut body = json!({"message": "Too many requests", "statusCode": 429});
-            if let Some(s) = body_seconds {
-                body["retryAfterSeconds"] = json!(s);
+/// What the server does about a fault.
+pub(super) enum Action {
+    /// Close the connection without answering.
+    Drop,
+    /// Wait, then handle the request normally.
+    Delay(Duration),
+    /// Answer with this instead of handling the request.
+    Respond(MockResponse),
+}
+
+impl Fault {
+    pub(super) fn action(self) -> Action {
+        match self {
+            Self::DropConnection => Action::Drop,
+            Self::Delay(d) => Action::Delay(d),
+            Self::TooManyRequests {
+                retry_after,
+                body_seconds,
+            } => {
+                let mut body = json!({"message": "Too many requests", "statusCode": 429});
+                if let Some(s) = body_seconds {
+                    body["retryAfterSeconds"] = json!(s);
+                }
+                let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+                if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    resp.headers_mut().insert(RETRY_AFTER, v);
+                }
+                Action::Respond(resp)
             }
-            let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
-            if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                resp.headers_mut().insert(RETRY_AFTER, v);
+            Self::Unavailable => Action::Respond(message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+            )),
+            Self::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                let mut resp = Response::new(Full::new(body));
+                *resp.status_mut() = status;
+                for (k, v) in headers {
+                    resp.headers_mut().append(k, v);
+                }
+                Action::Respond(resp)
             }
-            resp
-        }
-        Fault::Unavailable => message(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
-        Fault::Respond {
-            status,
-            headers,
-            body,
-        } => {
-            let mut resp = Response::new(Full::new(body));
-            *resp.status_mut() = status;
-            for (k, v) in headers {
-                resp.headers_mut().append(k, v);
-            }
-            resp
-        }
-        Fault::DropConnection | Fault::Delay(_) => {
-            message(StatusCode::INTERNAL_SERVER_ERROR, "fault")
         }
     }
 }

@@ -24,13 +24,13 @@
 //! (public). Anything else is 404.
 //!
 //! ```
-//! use limitless_auth::{client::Client, IdentityToken, mock::{MockServer, PARTNER_IDENTITY}};
+//! use limitless_auth::{client::Client, Credentials, IdentityToken, mock::{MockServer, PARTNER_IDENTITY}};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let mock = MockServer::start().await?;
 //! let client = Client::builder()
 //!     .base_url(mock.base_url())
-//!     .identity(IdentityToken::new(PARTNER_IDENTITY)?)
+//!     .credentials(Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY)?))
 //!     .build()?;
 //! let caps = client.capabilities().await?;
 //! assert_eq!(caps.partner_profile_id, Some(42));
@@ -46,7 +46,7 @@ pub mod verify;
 
 use api::TokenRecord;
 pub use faults::Fault;
-use faults::{Faults, fault_response};
+use faults::{Action, Faults};
 pub use record::RecordedRequest;
 
 use std::collections::{HashMap, VecDeque};
@@ -366,23 +366,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
         faulted: false,
     };
     let fault = state.take_fault(seq);
-    let response = match fault {
+    let response = match fault.map(Fault::action) {
         _ if too_large => message(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("request entity too large (the limit is {MAX_BODY} bytes)"),
         ),
-        Some(Fault::DropConnection) => {
+        Some(Action::Drop) => {
             record.faulted = true;
             state.keep(record);
             return Err(Dropped);
         }
-        Some(Fault::Delay(d)) => {
+        Some(Action::Delay(d)) => {
             tokio::time::sleep(d).await;
             state.route(&mut record)
         }
-        Some(fault) => {
+        Some(Action::Respond(resp)) => {
             record.faulted = true;
-            fault_response(fault)
+            resp
         }
         None => state.route(&mut record),
     };
