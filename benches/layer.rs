@@ -163,4 +163,34 @@ fn main() {
         "floor_request_post_512",
         None,
     );
+
+    if !common::interleaved_wanted() {
+        return;
+    }
+    let get_uri: Uri = GET_TARGET.parse().expect("uri");
+    let post_uri: Uri = "/orders".parse().expect("uri");
+    let body = Bytes::from(common::json_512());
+    let key = STANDARD.decode(SECRET).expect("valid");
+    let mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
+    let token_id = HeaderValue::from_static(common::TOKEN_ID);
+    println!(
+        "\nthe same in 31 interleaved rounds (floor_request, case, floor_request), judged on the median"
+    );
+    println!("{:<48} {:>7} {:>17} target", "case", "median", "min - max");
+    let floor_get = || floor_request(&mac, &token_id, get(&get_uri), b"");
+    let floor_post = || floor_request(&mac, &token_id, post(&post_uri, &body), &body);
+    let mut a = auth::<Full<Bytes>>();
+    let mut l = three_layers::<Full<Bytes>>();
+    let mut s = signing::<Full<Bytes>>();
+    let n = 20_000;
+    let r = common::interleaved(31, n, floor_get, || call(&mut a, get(&get_uri)));
+    common::interleaved_row("AuthLayer, Full<Bytes> GET", r, Some(1.15));
+    let r = common::interleaved(31, n, floor_get, || call(&mut l, get(&get_uri)));
+    common::interleaved_row("three layers by hand, Full<Bytes> GET", r, Some(1.3));
+    let r = common::interleaved(31, n, floor_post, || call(&mut a, post(&post_uri, &body)));
+    common::interleaved_row("AuthLayer, POST 512 B", r, Some(1.15));
+    let r = common::interleaved(31, n, floor_post, || call(&mut l, post(&post_uri, &body)));
+    common::interleaved_row("three layers by hand, POST 512 B", r, Some(1.3));
+    let r = common::interleaved(31, n, floor_get, || call(&mut s, get(&get_uri)));
+    common::interleaved_row("HmacSigningLayer alone, GET", r, None);
 }

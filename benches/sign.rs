@@ -140,5 +140,39 @@ fn main() {
         target: 0.5,
         at_least: false,
     });
-    common::report("signer ratios (this run)", &ratios);
+    common::report("signer ratios (this run, criterion medians)", &ratios);
+
+    if !common::interleaved_wanted() {
+        return;
+    }
+    let key = STANDARD.decode(SECRET).expect("valid");
+    let floor_mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
+    let creds = HmacCredentials::new(TOKEN_ID, SECRET).expect("valid");
+    println!("\nthe same in 31 interleaved rounds (floor, signer, floor), judged on the median");
+    println!("{:<48} {:>7} {:>17} target", "case", "median", "min - max");
+    for case in cases() {
+        let message = canonical_message(TIMESTAMP, case.method, case.target, &case.body);
+        let iters = if case.body.len() > 4096 { 500 } else { 20_000 };
+        let r = common::interleaved(
+            31,
+            iters,
+            || {
+                let mut mac = floor_mac.clone();
+                mac.update(black_box(&message));
+                let tag = mac.finalize().into_bytes();
+                let mut out = [0u8; 44];
+                STANDARD.encode_slice(tag, &mut out).expect("44 bytes");
+                black_box(out);
+            },
+            || {
+                black_box(creds.sign(
+                    black_box(TIMESTAMP),
+                    black_box(case.method),
+                    black_box(case.target),
+                    black_box(&case.body),
+                ));
+            },
+        );
+        common::interleaved_row(&format!("pure signer, {}", case.name), r, Some(1.15));
+    }
 }

@@ -61,7 +61,9 @@ pub(crate) fn get_unhashed<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> Option<&'a HeaderValue> {
-    if headers.len() <= 8 {
+    if headers.is_empty() {
+        None
+    } else if headers.len() <= 8 {
         headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     } else {
         headers.get(name)
@@ -96,23 +98,19 @@ pub(crate) fn check_declared<B: Body>(
     Ok(declared)
 }
 
-pin_project! {
-    /// Reads a whole body into one `Bytes`, failing past a byte limit.
-    pub(crate) struct Collect<B> {
-        #[pin]
-        body: B,
-        first: Option<Bytes>,
-        joined: Option<BytesMut>,
-        len: usize,
-        limit: usize,
-        declared: Option<u64>,
-    }
+/// The state of reading a whole body into one `Bytes` within a byte limit, apart from the body
+/// itself: a body can be read in place (through `&mut`) and handed on afterwards.
+pub(crate) struct Gather {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+    len: usize,
+    limit: usize,
+    declared: Option<u64>,
 }
 
-impl<B: Body> Collect<B> {
-    pub(crate) fn new(body: B, limit: usize, declared: Option<u64>) -> Self {
+impl Gather {
+    pub(crate) fn new(limit: usize, declared: Option<u64>) -> Self {
         Self {
-            body,
             first: None,
             joined: None,
             len: 0,
@@ -120,22 +118,22 @@ impl<B: Body> Collect<B> {
             declared,
         }
     }
-}
 
-impl<B> Future for Collect<B>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<Bytes, BodyError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    /// Reads `body` on, to its end: the whole body (a single chunk is kept without a copy).
+    pub(crate) fn poll_body<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, BodyError>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
         loop {
-            if this.body.is_end_stream() {
+            if body.is_end_stream() {
                 break;
             }
-            let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
+            let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
                 break;
             };
             let frame = frame.map_err(|e| BodyError::Stream(e.into()))?;
@@ -147,20 +145,20 @@ where
             if n == 0 {
                 continue;
             }
-            *this.len = this.len.saturating_add(n);
-            if *this.len > *this.limit {
-                return Poll::Ready(Err(BodyError::TooLarge { limit: *this.limit }));
+            self.len = self.len.saturating_add(n);
+            if self.len > self.limit {
+                return Poll::Ready(Err(BodyError::TooLarge { limit: self.limit }));
             }
-            match (this.first.take(), this.joined.as_mut()) {
-                (None, None) => *this.first = Some(data.copy_to_bytes(n)),
+            match (self.first.take(), self.joined.as_mut()) {
+                (None, None) => self.first = Some(data.copy_to_bytes(n)),
                 (first, joined) => {
                     let buf = match joined {
                         Some(buf) => buf,
                         None => {
-                            let hint = this.body.size_hint();
+                            let hint = body.size_hint();
                             let want = hint.upper().unwrap_or(hint.lower()) as usize;
-                            let cap = (*this.len + want).min(*this.limit);
-                            this.joined.insert(BytesMut::with_capacity(cap))
+                            let cap = (self.len + want).min(self.limit);
+                            self.joined.insert(BytesMut::with_capacity(cap))
                         }
                     };
                     if let Some(first) = first {
@@ -175,20 +173,51 @@ where
                 }
             }
         }
-        if let Some(declared) = *this.declared
-            && declared != *this.len as u64
+        if let Some(declared) = self.declared
+            && declared != self.len as u64
         {
             return Poll::Ready(Err(BodyError::LengthMismatch {
                 declared,
-                actual: *this.len as u64,
+                actual: self.len as u64,
             }));
         }
-        let bytes = match (this.first.take(), this.joined.take()) {
+        let bytes = match (self.first.take(), self.joined.take()) {
             (_, Some(buf)) => buf.freeze(),
             (Some(first), None) => first,
             (None, None) => Bytes::new(),
         };
         Poll::Ready(Ok(bytes))
+    }
+}
+
+pin_project! {
+    /// Reads a whole body into one `Bytes`, failing past a byte limit.
+    pub(crate) struct Collect<B> {
+        #[pin]
+        body: B,
+        gather: Gather,
+    }
+}
+
+impl<B: Body> Collect<B> {
+    pub(crate) fn new(body: B, limit: usize, declared: Option<u64>) -> Self {
+        Self {
+            body,
+            gather: Gather::new(limit, declared),
+        }
+    }
+}
+
+impl<B> Future for Collect<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Bytes, BodyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.gather.poll_body(this.body, cx)
     }
 }
 

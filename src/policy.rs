@@ -210,6 +210,9 @@ struct RoutePattern {
     text: Box<str>,
     segments: Box<[Segment]>,
     rest: bool,
+    /// The first byte (lower case) a matching path has after its leading '/', when the pattern
+    /// starts with a literal: most rules are ruled out by it alone.
+    lead: Option<u8>,
 }
 
 impl RoutePattern {
@@ -241,10 +244,15 @@ impl RoutePattern {
                 }
             }
         }
+        let lead = match segments.first() {
+            Some(Segment::Literal(lit)) => lit.bytes().next().map(|b| b.to_ascii_lowercase()),
+            _ => None,
+        };
         Ok(Self {
             text: pattern.into(),
             segments: segments.into(),
             rest,
+            lead,
         })
     }
 
@@ -254,6 +262,11 @@ impl RoutePattern {
         let Some(p) = path.as_bytes().strip_prefix(b"/") else {
             return false;
         };
+        if let Some(lead) = self.lead
+            && p.first().map(u8::to_ascii_lowercase) != Some(lead)
+        {
+            return false;
+        }
         let p = p.strip_suffix(b"/").unwrap_or(p);
         // Where the next segment starts, as `split('/')` would give them ("" has none).
         let mut next = (!p.is_empty()).then_some(0);
@@ -363,6 +376,9 @@ pub struct RouteMatch<'a> {
 #[derive(Clone, Debug)]
 pub struct RouteTable {
     rules: Vec<Rule>,
+    /// For each standard method, the rules that can match it (its own and those for any
+    /// method), most recent first: a request checks only these.
+    by_method: [Vec<u16>; STANDARD_METHODS.len()],
     fallback: Accepts,
 }
 
@@ -371,6 +387,7 @@ impl RouteTable {
     pub fn new(fallback: Accepts) -> Self {
         Self {
             rules: Vec::new(),
+            by_method: Default::default(),
             fallback,
         }
     }
@@ -430,8 +447,21 @@ impl RouteTable {
         accepts: Accepts,
     ) -> Result<&mut Self, RouteError> {
         let pattern = RoutePattern::parse(pattern)?;
+        let index = u16::try_from(self.rules.len()).map_err(|_| RouteError {
+            pattern: pattern.text.to_string(),
+            reason: "a table holds at most 65535 rules",
+        })?;
+        let method = method.as_ref().map(MethodKey::of);
+        for (i, list) in self.by_method.iter_mut().enumerate() {
+            if method
+                .as_ref()
+                .is_none_or(|m| *m == MethodKey::Standard(i as u8))
+            {
+                list.insert(0, index);
+            }
+        }
         self.rules.push(Rule {
-            method: method.as_ref().map(MethodKey::of),
+            method,
             pattern,
             accepts,
         });
@@ -457,21 +487,26 @@ impl RouteTable {
 
     /// Classifies a request by method and path (without the query).
     pub fn classify(&self, method: &Method, path: &str) -> RouteMatch<'_> {
-        let key = MethodKey::of(method);
-        self.rules
-            .iter()
-            .rev()
-            .find(|r| r.method.as_ref().is_none_or(|m| *m == key) && r.pattern.matches(path))
-            .map_or(
-                RouteMatch {
-                    accepts: self.fallback,
-                    pattern: None,
-                },
-                |r| RouteMatch {
-                    accepts: r.accepts,
-                    pattern: Some(&r.pattern.text),
-                },
-            )
+        let found =
+            match MethodKey::of(method) {
+                MethodKey::Standard(i) => self.by_method[usize::from(i)]
+                    .iter()
+                    .map(|&r| &self.rules[usize::from(r)])
+                    .find(|r| r.pattern.matches(path)),
+                key => self.rules.iter().rev().find(|r| {
+                    r.method.as_ref().is_none_or(|m| *m == key) && r.pattern.matches(path)
+                }),
+            };
+        found.map_or(
+            RouteMatch {
+                accepts: self.fallback,
+                pattern: None,
+            },
+            |r| RouteMatch {
+                accepts: r.accepts,
+                pattern: Some(&r.pattern.text),
+            },
+        )
     }
 }
 
@@ -953,16 +988,18 @@ where
         // Replaces any decision already in the request: only this policy's counts.
         req.extensions_mut()
             .insert(SelectedAuth { selected, nonce });
-        // Kept for the refusal below; both clones share their bytes.
-        let target = carried_out_below.then(|| (req.method().clone(), req.uri().clone()));
+        // Kept for the refusal below; the clone shares its bytes.
+        let target =
+            carried_out_below.then(|| (req.method().clone(), req.uri().path_and_query().cloned()));
         let fut = self.inner.call(req);
         match target {
             // Nothing below took the decision: drop the future unpolled, so nothing is sent.
-            Some((method, uri)) if !claim::taken(nonce) => {
+            Some((method, target)) if !claim::taken(nonce) => {
                 drop(fut);
+                let path = target.as_ref().map_or("/", |pq| pq.path());
                 ResponseFuture::error(refused(PolicyError::NotCarriedOut {
                     method,
-                    path: display_path(uri.path()).into_owned(),
+                    path: display_path(path).into_owned(),
                     mode,
                 }))
             }

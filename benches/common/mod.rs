@@ -106,3 +106,56 @@ pub fn report(title: &str, rows: &[Ratio<'_>]) {
         }
     }
 }
+
+/// `case / floor` measured in interleaved rounds: each round times `iters` runs of the floor,
+/// then of the case, then of the floor again, and divides the case's time by the mean of the
+/// two floors around it, so that the machine's speed drifting from minute to minute falls on
+/// both alike. Returns the median, minimum and maximum over `rounds`.
+pub fn interleaved(
+    rounds: usize,
+    iters: u32,
+    mut floor: impl FnMut(),
+    mut case: impl FnMut(),
+) -> (f64, f64, f64) {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    // Warm both up once.
+    time(&mut floor);
+    time(&mut case);
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let a = time(&mut floor);
+            let c = time(&mut case);
+            let b = time(&mut floor);
+            c / ((a + b) / 2.0)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    )
+}
+
+/// Whether the interleaved report runs: not when a filter other than "interleaved" picks some
+/// criterion cases only.
+pub fn interleaved_wanted() -> bool {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    filter.is_none_or(|f| "interleaved".contains(f.as_str()))
+}
+
+/// One line of an interleaved report, judged on the median.
+pub fn interleaved_row(what: &str, (median, lo, hi): (f64, f64, f64), target: Option<f64>) {
+    let verdict = match target {
+        Some(t) if median <= t => format!("<= {t:.2} met"),
+        Some(t) => format!("<= {t:.2} MISSED"),
+        None => "(reference)".to_owned(),
+    };
+    println!("{what:<48} {median:>7.3} {lo:>7.3} - {hi:<7.3} {verdict}");
+}

@@ -50,7 +50,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::{Extensions, HeaderMap, Method, Request, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -59,7 +58,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::body::{Collect, DEFAULT_BODY_LIMIT, check_declared, get_unhashed};
+use crate::body::{DEFAULT_BODY_LIMIT, Gather, check_declared, get_unhashed};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{HmacCredentials, sensitive_header};
 use crate::headers::{IDENTITY, LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP, X_API_KEY};
@@ -220,16 +219,16 @@ fn target_to_sign<'a>(uri: &'a Uri, ext: &Extensions) -> Option<&'a str> {
     })
 }
 
-/// Takes a timestamp, signs, and inserts the three headers.
-fn apply<C: Clock>(
-    parts: &mut Parts,
+/// Takes a timestamp, signs `req` with `body`, and inserts the three headers.
+fn apply<B, C: Clock>(
+    req: &mut Request<B>,
     creds: &HmacCredentials,
     clock: &C,
     body: &[u8],
 ) -> Result<(), SigningError> {
-    let (method, uri) = (&parts.method, &parts.uri);
+    let (method, uri) = (req.method(), req.uri());
     let target =
-        target_to_sign(uri, &parts.extensions).ok_or_else(|| invalid_target(method, uri))?;
+        target_to_sign(uri, req.extensions()).ok_or_else(|| invalid_target(method, uri))?;
     let ts = Timestamp::now(clock)?;
     let sig = creds.sign_bytes(
         ts.as_bytes(),
@@ -237,13 +236,23 @@ fn apply<C: Clock>(
         target.as_bytes(),
         body,
     );
-    let value = |bytes: &[u8]| sensitive_header(Bytes::copy_from_slice(bytes));
-    let headers = &mut parts.headers;
-    headers.reserve(3);
+    let headers = req.headers_mut();
     headers.insert(LMTS_API_KEY, creds.token_id_header().clone());
-    headers.insert(LMTS_TIMESTAMP, value(ts.as_bytes()));
-    headers.insert(LMTS_SIGNATURE, value(sig.as_bytes()));
+    headers.insert(LMTS_TIMESTAMP, sensitive_value(ts.as_bytes()));
+    headers.insert(LMTS_SIGNATURE, sensitive_value(sig.as_bytes()));
     Ok(())
+}
+
+/// A sensitive header value holding a copy of `bytes` (a timestamp or a signature: ASCII).
+fn sensitive_value(bytes: &[u8]) -> http::HeaderValue {
+    match http::HeaderValue::from_bytes(bytes) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            v
+        }
+        // Not reachable for base64 and timestamps; kept total rather than panicking.
+        Err(_) => sensitive_header(Bytes::new()),
+    }
 }
 
 fn invalid_target(method: &Method, uri: &Uri) -> SigningError {
@@ -281,11 +290,11 @@ where
 }
 
 /// Reads `req`'s body within `limit`, signs with `creds`, and calls `inner` (which `poll_ready`
-/// made ready) with the signed request. A body already in memory is read and signed here;
-/// any other is read by the returned future first.
+/// made ready) with the signed request. A body already in memory is read and signed here, in
+/// place; any other is read by the returned future first.
 pub(crate) fn sign_then_call<S, B, C>(
     inner: &mut S,
-    req: Request<B>,
+    mut req: Request<B>,
     creds: HmacCredentials,
     clock: &C,
     limit: usize,
@@ -300,32 +309,34 @@ where
         Ok(d) => d,
         Err(e) => return SigningFuture::failed(e.into()),
     };
-    let (mut parts, body) = req.into_parts();
-    // Refuse an unsignable target before reading the body.
-    if target_to_sign(&parts.uri, &parts.extensions).is_none() {
-        return SigningFuture::failed(invalid_target(&parts.method, &parts.uri).into());
-    }
-    let mut collect = Collect::new(body, limit, declared);
+    let mut gather = Gather::new(limit, declared);
     // An empty body or one already in memory (`Full<Bytes>`) is complete on the first poll,
     // whatever the waker: sign now.
-    match Pin::new(&mut collect).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(bytes)) => match apply(&mut parts, &creds, clock, &bytes) {
+    let noop = &mut Context::from_waker(Waker::noop());
+    match gather.poll_body(Pin::new(req.body_mut()), noop) {
+        Poll::Ready(Ok(bytes)) => match apply(&mut req, &creds, clock, &bytes) {
             Ok(()) => {
-                SigningFuture::calling(inner.call(Request::from_parts(parts, B::from(bytes))))
+                *req.body_mut() = B::from(bytes);
+                SigningFuture::calling(inner.call(req))
             }
             Err(e) => SigningFuture::failed(e.into()),
         },
         Poll::Ready(Err(e)) => SigningFuture::failed(e.into()),
         Poll::Pending => {
+            // Refuse an unsignable target before reading the body (an in-memory body is
+            // refused by `apply` above).
+            if target_to_sign(req.uri(), req.extensions()).is_none() {
+                return SigningFuture::failed(invalid_target(req.method(), req.uri()).into());
+            }
             // The body must be read first: take the ready service, leave a clone in its place.
             let clone = inner.clone();
             let inner = mem::replace(inner, clone);
             SigningFuture {
                 state: State::Collecting {
                     reading: Box::new(Reading {
-                        collect,
+                        gather,
                         pending: Some(Pending {
-                            parts,
+                            req,
                             inner,
                             creds,
                             clock: clock.clone(),
@@ -338,8 +349,8 @@ where
 }
 
 /// What a request waits with while its body is read.
-struct Pending<S, C> {
-    parts: Parts,
+struct Pending<S, B, C> {
+    req: Request<B>,
     inner: S,
     creds: HmacCredentials,
     clock: C,
@@ -348,8 +359,8 @@ struct Pending<S, C> {
 /// A body being read, with the request it belongs to. It lives on the heap, so that the future
 /// of the common request (an empty or in-memory body) stays a few words long.
 struct Reading<S, B, C> {
-    collect: Collect<B>,
-    pending: Option<Pending<S, C>>,
+    gather: Gather,
+    pending: Option<Pending<S, B, C>>,
 }
 
 pin_project! {
@@ -415,18 +426,23 @@ where
         loop {
             match state.as_mut().project() {
                 StateProj::Collecting { reading } => {
-                    let body = ready!(Pin::new(&mut reading.collect).poll(cx))?;
+                    let Reading { gather, pending } = &mut **reading;
+                    let Some(p) = pending.as_mut() else {
+                        return Poll::Ready(Err("future polled after completion".into()));
+                    };
+                    let body = ready!(gather.poll_body(Pin::new(p.req.body_mut()), cx))?;
                     let Some(Pending {
-                        mut parts,
+                        mut req,
                         mut inner,
                         creds,
                         clock,
-                    }) = reading.pending.take()
+                    }) = pending.take()
                     else {
                         return Poll::Ready(Err("future polled after completion".into()));
                     };
-                    apply(&mut parts, &creds, &clock, &body)?;
-                    let fut = inner.call(Request::from_parts(parts, B::from(body)));
+                    apply(&mut req, &creds, &clock, &body)?;
+                    *req.body_mut() = B::from(body);
+                    let fut = inner.call(req);
                     state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => return fut.poll(cx).map_err(Into::into),
