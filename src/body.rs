@@ -5,6 +5,7 @@
 //! polled, a `Full<Bytes>` is taken as the very `Bytes` it holds (no copy), and a body of
 //! several chunks is joined into one buffer sized from its size hint.
 
+#[cfg(feature = "client")]
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -12,6 +13,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Body;
+#[cfg(feature = "client")]
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
@@ -190,6 +192,7 @@ impl Gather {
     }
 }
 
+#[cfg(feature = "client")]
 pin_project! {
     /// Reads a whole body into one `Bytes`, failing past a byte limit.
     pub(crate) struct Collect<B> {
@@ -199,6 +202,7 @@ pin_project! {
     }
 }
 
+#[cfg(feature = "client")]
 impl<B: Body> Collect<B> {
     pub(crate) fn new(body: B, limit: usize, declared: Option<u64>) -> Self {
         Self {
@@ -208,6 +212,7 @@ impl<B: Body> Collect<B> {
     }
 }
 
+#[cfg(feature = "client")]
 impl<B> Future for Collect<B>
 where
     B: Body,

@@ -306,8 +306,66 @@ impl HeaderSecret {
 ///
 /// This is the `token` field of Privy's authenticate response (the identity token), not
 /// `privy_access_token`. Held in a [`SecretString`]; cloning shares it; `Debug` is redacted.
+///
+/// A Privy identity token is a JWT: its `exp` (and `iat`) claims are read at construction,
+/// without verifying the signature (Limitless verifies it), so that an expired token is caught
+/// before it is sent. A token that is not a JWT is accepted, with no expiry known.
+///
+/// ```
+/// use limitless_auth::IdentityToken;
+///
+/// // {"alg":"ES256","typ":"JWT"} . {"sub":"did:privy:x","iat":1774872000,"exp":1774875600} . sig
+/// let jwt = "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.\
+///            eyJzdWIiOiJkaWQ6cHJpdnk6eCIsImlhdCI6MTc3NDg3MjAwMCwiZXhwIjoxNzc0ODc1NjAwfQ.c2ln";
+/// let token = IdentityToken::new(jwt)?;
+/// assert_eq!(token.expires_at().unwrap().as_str(), "2026-03-30T13:00:00.000Z");
+/// assert_eq!(token.issued_at().unwrap().as_str(), "2026-03-30T12:00:00.000Z");
+/// assert!(!token.is_expired_at(1_774_875_599_999));
+/// assert!(token.is_expired_at(1_774_875_600_000));
+/// assert!(IdentityToken::new("not-a-jwt")?.expires_at().is_none());
+/// # Ok::<(), limitless_auth::CredentialError>(())
+/// ```
 #[derive(Clone)]
-pub struct IdentityToken(HeaderSecret);
+pub struct IdentityToken {
+    secret: HeaderSecret,
+    times: JwtTimes,
+}
+
+/// The `exp` and `iat` claims of a JWT, in milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct JwtTimes {
+    expires: Option<i64>,
+    issued: Option<i64>,
+}
+
+impl JwtTimes {
+    /// Reads the claims of `token` if it is a JWT (three base64url parts, a JSON payload);
+    /// anything else has no times.
+    fn read(token: &str) -> Self {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = token.split('.');
+        let (Some(_), Some(payload), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Self::default();
+        };
+        let Ok(json) = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
+            return Self::default();
+        };
+        let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(&json) else {
+            return Self::default();
+        };
+        // NumericDate: seconds since the epoch, possibly fractional.
+        let millis = |name: &str| {
+            let secs = claims.get(name)?.as_f64()?;
+            (secs.is_finite() && secs.abs() < 1e14).then(|| (secs * 1000.0).round() as i64)
+        };
+        Self {
+            expires: millis("exp"),
+            issued: millis("iat"),
+        }
+    }
+}
 
 impl IdentityToken {
     /// Validates the token: non-empty, visible ASCII, without a `Bearer ` prefix.
@@ -318,18 +376,49 @@ impl IdentityToken {
             drop(Zeroizing::new(token));
             return Err(CredentialError::BearerPrefix);
         }
-        HeaderSecret::new("identity token", token, "Bearer ").map(Self)
+        let times = JwtTimes::read(&token);
+        HeaderSecret::new("identity token", token, "Bearer ").map(|secret| Self { secret, times })
+    }
+
+    /// When the token expires (its JWT `exp` claim), if it is a JWT that says.
+    pub fn expires_at(&self) -> Option<crate::Timestamp> {
+        crate::Timestamp::from_unix_millis(self.times.expires?).ok()
+    }
+
+    /// When the token was issued (its JWT `iat` claim), if it is a JWT that says.
+    pub fn issued_at(&self) -> Option<crate::Timestamp> {
+        crate::Timestamp::from_unix_millis(self.times.issued?).ok()
+    }
+
+    /// Whether the token has expired at `now_millis` (milliseconds since the Unix epoch);
+    /// never for a token with no known expiry.
+    pub fn is_expired_at(&self, now_millis: i64) -> bool {
+        self.times.expires.is_some_and(|exp| now_millis >= exp)
+    }
+
+    /// Whether the token expires within `margin` of `now_millis` (or has expired).
+    pub fn expires_within(&self, now_millis: i64, margin: std::time::Duration) -> bool {
+        let margin = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
+        self.times
+            .expires
+            .is_some_and(|exp| now_millis.saturating_add(margin) >= exp)
+    }
+
+    /// Whether `other` is this very token (a clone of it).
+    #[cfg(feature = "client")]
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.secret.0, &other.secret.0)
     }
 
     /// The token itself. Handle with care: this is a bearer credential.
     pub fn expose_secret(&self) -> &str {
-        self.0.expose()
+        self.secret.expose()
     }
 
     /// The `identity` header value, `Bearer <token>`, marked sensitive. Built once: every
     /// clone shares its bytes.
     pub fn header_value(&self) -> HeaderValue {
-        self.0.header()
+        self.secret.header()
     }
 }
 
@@ -480,6 +569,64 @@ impl Credentials {
             identity,
             api_key,
         })
+    }
+}
+
+/// Credentials that can change while requests are being sent: a handle that every clone of a
+/// stack (and of the client) reads, and that can be swapped at run time.
+///
+/// A request reads the credentials once, when it starts, and keeps what it read for all its
+/// attempts: a swap affects only requests started after it, and no request ever mixes old and
+/// new credentials. Reading costs no lock (an [`arc_swap::ArcSwap`]).
+///
+/// ```
+/// use limitless_auth::{Credentials, HmacCredentials, SharedCredentials};
+///
+/// let shared = SharedCredentials::new(
+///     Credentials::new().with_hmac(HmacCredentials::new("old-token", "c2VjcmV0")?),
+/// );
+/// let handle = shared.clone(); // e.g. kept by a rotation task
+/// handle.update(|c| c.clone().with_hmac(HmacCredentials::new("new-token", "c2VjcmV0").unwrap()));
+/// assert_eq!(shared.load().hmac.as_ref().map(|h| h.token_id()), Some("new-token"));
+/// # Ok::<(), limitless_auth::CredentialError>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedCredentials(Arc<arc_swap::ArcSwap<Credentials>>);
+
+impl SharedCredentials {
+    /// A handle holding `credentials`.
+    pub fn new(credentials: Credentials) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::from_pointee(credentials)))
+    }
+
+    /// The credentials now.
+    pub fn load(&self) -> Arc<Credentials> {
+        self.0.load_full()
+    }
+
+    /// Replaces the credentials for the requests that start from now on.
+    pub fn store(&self, credentials: Credentials) {
+        self.0.store(Arc::new(credentials));
+    }
+
+    /// Replaces the credentials with `f` of the current ones, atomically with respect to other
+    /// updates (`f` may run more than once if updates race).
+    pub fn update(&self, f: impl Fn(&Credentials) -> Credentials) {
+        self.0.rcu(|current| f(current));
+    }
+}
+
+impl From<Credentials> for SharedCredentials {
+    fn from(credentials: Credentials) -> Self {
+        Self::new(credentials)
+    }
+}
+
+impl fmt::Debug for SharedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedCredentials")
+            .field(&*self.0.load())
+            .finish()
     }
 }
 

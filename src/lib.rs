@@ -58,6 +58,7 @@ pub mod types;
 pub use body::{BodyError, DEFAULT_BODY_LIMIT};
 pub use credentials::{
     ApiKey, CredentialError, Credentials, HmacCredentials, IdentityToken, SecretProblem,
+    SharedCredentials,
 };
 pub use layer::AuthLayer;
 pub use layer::hmac::{HmacSigning, HmacSigningLayer, SignedBody, SigningError};

@@ -68,7 +68,7 @@ use http::{HeaderMap, HeaderName, Method, Request};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken};
+use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken, SharedCredentials};
 use crate::headers::{IDENTITY, X_API_KEY};
 use crate::layer::ResponseFuture;
 
@@ -718,6 +718,20 @@ pub enum PolicyError {
         /// What the route accepts.
         accepts: Accepts,
     },
+    /// The identity token the route needs has expired (by the stack's clock, which the client
+    /// corrects by the offset it measured from the server).
+    #[error(
+        "{method} {path}: the identity token expired at {expired_at}; refresh it \
+         (LIMITLESS_IDENTITY_TOKEN); nothing was sent"
+    )]
+    IdentityExpired {
+        /// The request's method.
+        method: Method,
+        /// The request's path (without the query).
+        path: String,
+        /// When it expired (its JWT `exp`), `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+        expired_at: String,
+    },
     /// The policy chose a mode that no layer below it carries out: HMAC with no
     /// [`HmacSigningLayer`](crate::HmacSigningLayer) below, Privy with no
     /// [`IdentityLayer`](crate::IdentityLayer) below.
@@ -750,6 +764,24 @@ impl PolicyError {
             path: display_path(uri.path()).into_owned(),
             accepts,
         }
+    }
+
+    /// `token` has expired at `now_millis`: the refusal, else `None`.
+    pub(crate) fn expired(
+        method: &Method,
+        uri: &http::Uri,
+        token: &IdentityToken,
+        now_millis: i64,
+    ) -> Option<Self> {
+        token
+            .is_expired_at(now_millis)
+            .then(|| Self::IdentityExpired {
+                method: method.clone(),
+                path: display_path(uri.path()).into_owned(),
+                expired_at: token
+                    .expires_at()
+                    .map_or_else(String::new, |t| t.as_str().to_owned()),
+            })
     }
 
     /// A layer used without a policy was asked for another mode than its own.
@@ -838,19 +870,28 @@ pub struct AuthPolicyLayer {
 #[derive(Debug)]
 pub(crate) struct PolicyConfig {
     table: RouteTable,
-    credentials: Credentials,
+    credentials: SharedCredentials,
 }
 
+/// The credentials one request uses for all its attempts, read once when it started (the
+/// client inserts it); without it, the policy reads the stack's [`SharedCredentials`].
+#[derive(Clone, Debug)]
+pub(crate) struct CredentialsSnapshot(pub(crate) Arc<Credentials>);
+
 impl AuthPolicyLayer {
-    /// A policy over the default Limitless [`RouteTable`] holding `credentials`.
-    pub fn new(credentials: Credentials) -> Self {
+    /// A policy over the default Limitless [`RouteTable`] holding `credentials`: fixed
+    /// [`Credentials`], or a [`SharedCredentials`] handle that can be swapped at run time.
+    pub fn new(credentials: impl Into<SharedCredentials>) -> Self {
         Self::with_table(credentials, RouteTable::limitless())
     }
 
     /// A policy over a custom route table.
-    pub fn with_table(credentials: Credentials, table: RouteTable) -> Self {
+    pub fn with_table(credentials: impl Into<SharedCredentials>, table: RouteTable) -> Self {
         Self {
-            config: Arc::new(PolicyConfig { table, credentials }),
+            config: Arc::new(PolicyConfig {
+                table,
+                credentials: credentials.into(),
+            }),
         }
     }
 
@@ -909,51 +950,73 @@ impl PolicyConfig {
     /// the decision out.
     pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<Selected, PolicyError> {
         strip_auth_headers(req.headers_mut());
+        let creds = match req.extensions().get::<CredentialsSnapshot>() {
+            Some(snapshot) => snapshot.0.clone(),
+            None => self.credentials.load(),
+        };
+        let mode = self.choose(req, &creds)?;
+        #[cfg(feature = "tracing")]
+        tracing::Span::current().record("mode", tracing::field::display(mode));
+        let ext = req.extensions();
+        Ok(match mode {
+            AuthMode::Hmac => ext
+                .get::<HmacCredentials>()
+                .or(creds.hmac.as_ref())
+                .cloned()
+                .map_or(Selected::None, Selected::Hmac),
+            AuthMode::Privy => ext
+                .get::<IdentityToken>()
+                .or(creds.identity.as_ref())
+                .cloned()
+                .map_or(Selected::None, Selected::Privy),
+            AuthMode::ApiKey => match ext.get::<ApiKey>().or(creds.api_key.as_ref()) {
+                Some(key) => {
+                    let value = key.header_value();
+                    req.headers_mut().insert(X_API_KEY, value);
+                    Selected::ApiKey
+                }
+                None => Selected::None,
+            },
+            AuthMode::None => Selected::None,
+        })
+    }
+
+    /// The mode the policy picks for `req` with `creds` (and any credentials in the request's
+    /// extensions): the route's accepted modes, most preferred first, that have a credential,
+    /// or the mode the request asks for if the route accepts it.
+    pub(crate) fn choose<B>(
+        &self,
+        req: &Request<B>,
+        creds: &Credentials,
+    ) -> Result<AuthMode, PolicyError> {
         let ext = req.extensions();
         let path = req.uri().path();
         let route = ext.get::<RoutePrefix>().map_or(path, |p| p.route(path));
         let accepts = self.table.classify(req.method(), route).accepts;
-        let creds = &self.credentials;
-        let hmac = ext.get::<HmacCredentials>().or(creds.hmac.as_ref());
-        let identity = ext.get::<IdentityToken>().or(creds.identity.as_ref());
-        let api_key = ext.get::<ApiKey>().or(creds.api_key.as_ref());
         let available = |mode: &AuthMode| match mode {
-            AuthMode::Hmac => hmac.is_some(),
-            AuthMode::Privy => identity.is_some(),
-            AuthMode::ApiKey => api_key.is_some(),
+            AuthMode::Hmac => ext.get::<HmacCredentials>().is_some() || creds.hmac.is_some(),
+            AuthMode::Privy => ext.get::<IdentityToken>().is_some() || creds.identity.is_some(),
+            AuthMode::ApiKey => ext.get::<ApiKey>().is_some() || creds.api_key.is_some(),
             AuthMode::None => true,
         };
-        let mode = match ext.get::<AuthMode>().copied() {
-            Some(requested) if !accepts.contains(requested) => {
-                return Err(PolicyError::ModeNotAccepted {
-                    method: req.method().clone(),
-                    path: display_path(req.uri().path()).into_owned(),
-                    requested,
-                    accepts,
-                });
-            }
-            Some(requested) if available(&requested) => requested,
-            Some(requested) => {
-                let needed = Accepts::only(requested);
-                return Err(PolicyError::missing(req.method(), req.uri(), needed));
-            }
+        match ext.get::<AuthMode>().copied() {
+            Some(requested) if !accepts.contains(requested) => Err(PolicyError::ModeNotAccepted {
+                method: req.method().clone(),
+                path: display_path(req.uri().path()).into_owned(),
+                requested,
+                accepts,
+            }),
+            Some(requested) if available(&requested) => Ok(requested),
+            Some(requested) => Err(PolicyError::missing(
+                req.method(),
+                req.uri(),
+                Accepts::only(requested),
+            )),
             None => accepts
                 .modes()
                 .find(available)
-                .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), accepts))?,
-        };
-        #[cfg(feature = "tracing")]
-        tracing::Span::current().record("mode", tracing::field::display(mode));
-        Ok(match (mode, hmac, identity, api_key) {
-            (AuthMode::Hmac, Some(h), _, _) => Selected::Hmac(h.clone()),
-            (AuthMode::Privy, _, Some(t), _) => Selected::Privy(t.clone()),
-            (AuthMode::ApiKey, _, _, Some(k)) => {
-                let value = k.header_value();
-                req.headers_mut().insert(X_API_KEY, value);
-                Selected::ApiKey
-            }
-            _ => Selected::None,
-        })
+                .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), accepts)),
+        }
     }
 }
 

@@ -555,6 +555,68 @@ mod against_the_mock {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_rotate_prints_the_new_credentials_and_revokes_the_old() {
+        let mock = MockServer::start().await.expect("mock");
+        let base = mock.base_url();
+        let env = vec![
+            ("LMTS_TOKEN_ID".to_owned(), PARTNER_TOKEN_ID.to_owned()),
+            (
+                "LMTS_TOKEN_SECRET".to_owned(),
+                PARTNER_TOKEN_SECRET.to_owned(),
+            ),
+            (
+                "LIMITLESS_IDENTITY_TOKEN".to_owned(),
+                PARTNER_IDENTITY.to_owned(),
+            ),
+        ];
+        let out = lmts_async(
+            strings(&[
+                "tokens",
+                "rotate",
+                "--label",
+                "rotated",
+                "--base-url",
+                &base,
+            ]),
+            env.clone(),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let exports: Vec<(String, String)> = stdout
+            .lines()
+            .map(|l| {
+                let (k, v) = l
+                    .strip_prefix("export ")
+                    .and_then(|kv| kv.split_once('='))
+                    .expect("export line");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["LMTS_TOKEN_ID", "LMTS_TOKEN_SECRET"]);
+        assert_ne!(exports[0].1, PARTNER_TOKEN_ID);
+        assert!(text(&out.stderr).contains("which is revoked"));
+        // The new credentials work; the old ones are revoked.
+        let out = lmts_async(
+            strings(&["tokens", "list", "--base-url", &base]),
+            exports.clone(),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = lmts_async(strings(&["tokens", "list", "--base-url", &base]), env).await;
+        assert_eq!(out.status.code(), Some(1), "the old token is refused");
+        // Without an identity token nothing is derived: exit 2.
+        let out = lmts_async(
+            strings(&["tokens", "rotate", "--base-url", &base]),
+            exports[..2].to_vec(),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("derive step"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mock_subcommand_serves_until_stopped() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lmts"))
             .args(["mock", "--addr", "127.0.0.1:0"])
@@ -633,7 +695,7 @@ fn every_help_names_its_variables_and_the_exit_statuses() {
         "LIMITLESS_API_KEY",
         "LIMITLESS_API_URL",
     ];
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 9] = [
         (&["sign"], &["LMTS_TOKEN_ID", "LMTS_TOKEN_SECRET"]),
         (&["capabilities"], &network),
         (&["request"], &network),
@@ -641,6 +703,7 @@ fn every_help_names_its_variables_and_the_exit_statuses() {
         (&["tokens", "list"], &network),
         (&["tokens", "derive"], &network),
         (&["tokens", "revoke"], &network),
+        (&["tokens", "rotate"], &network),
         (&["mock"], &["export"]),
     ];
     for (command, vars) in cases {

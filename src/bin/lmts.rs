@@ -151,6 +151,19 @@ enum TokensAction {
         #[command(flatten)]
         target: Target,
     },
+    /// Rotate the HMAC token: derive a new one (Privy), prove that it works, print it as
+    /// `export` lines, then revoke the old one.
+    #[command(after_help = NETWORK_HELP)]
+    Rotate {
+        /// A label for the new token (at most 128 characters).
+        #[arg(long)]
+        label: Option<String>,
+        /// A scope to grant the new token (repeatable). Default: the server's, trading.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Revoke a token (HMAC).
     #[command(after_help = NETWORK_HELP)]
     Revoke {
@@ -397,12 +410,7 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
             scopes,
             target,
         } => {
-            let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s)).collect();
-            if let Some(unknown) = scopes.iter().find(|s| !s.is_known()) {
-                eprintln!(
-                    "lmts: warning: {unknown} is not a scope this version knows; sending it anyway"
-                );
-            }
+            let scopes = parse_scopes(&scopes);
             let (client, _mock) = connect(&target).await?;
             let token = client
                 .derive_token(
@@ -439,6 +447,58 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
                 ))
             })
         }
+        TokensAction::Rotate {
+            label,
+            scopes,
+            target,
+        } => {
+            let scopes = parse_scopes(&scopes);
+            let (client, _mock) = connect(&target).await?;
+            let rotation = client
+                .switch_to_new_token(
+                    label.as_deref(),
+                    (!scopes.is_empty()).then_some(&scopes[..]),
+                )
+                .await
+                .map_err(Failure::from_client)?;
+            let new = &rotation.token;
+            // The new secret goes out first: only once it is stored is the old token revoked.
+            let exports = format!(
+                "export {ENV_TOKEN_ID}={}\nexport {ENV_TOKEN_SECRET}={}\n",
+                new.token_id,
+                new.secret().expose_secret()
+            );
+            write_stdout(exports.as_bytes()).map_err(|f| {
+                Failure::sent(format!(
+                    "the token {id} was created, but its secret could not be printed ({}); the \
+                     old token is still valid and was not revoked; revoke the new one with \
+                     `lmts tokens revoke {id}`",
+                    f.message,
+                    id = new.token_id
+                ))
+            })?;
+            match &rotation.previous_token_id {
+                Some(old) if *old != new.token_id => {
+                    client.revoke_token(old).await.map_err(|e| {
+                        Failure::sent(format!(
+                            "the new token {} is in use (the export lines above), but revoking \
+                             the old token {old} failed: {e}; revoke it with \
+                             `lmts tokens revoke {old}`",
+                            new.token_id
+                        ))
+                    })?;
+                    eprintln!(
+                        "lmts: rotated: {} replaces {old}, which is revoked",
+                        new.token_id
+                    );
+                }
+                _ => eprintln!(
+                    "lmts: derived {}; there was no previous token to revoke",
+                    new.token_id
+                ),
+            }
+            Ok(())
+        }
         TokensAction::Revoke { token_id, target } => {
             let (client, _mock) = connect(&target).await?;
             let message = client
@@ -448,6 +508,15 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
             print_json(&serde_json::json!({ "message": message })).map_err(after_sending)
         }
     }
+}
+
+/// The `--scope` arguments, with a warning for scopes this version does not know.
+fn parse_scopes(scopes: &[String]) -> Vec<Scope> {
+    let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s)).collect();
+    if let Some(unknown) = scopes.iter().find(|s| !s.is_known()) {
+        eprintln!("lmts: warning: {unknown} is not a scope this version knows; sending it anyway");
+    }
+    scopes
 }
 
 /// A client for `target`, with the mock server it runs against when `--mock` is given.

@@ -73,6 +73,10 @@ pub enum Error {
     /// The request could not be signed.
     #[error(transparent)]
     Signing(#[from] SigningError),
+    /// The identity source ([`ClientBuilder::identity_source`](super::ClientBuilder::identity_source))
+    /// failed to give a fresh identity token; nothing was sent.
+    #[error("the identity source failed: {}; nothing was sent", Chain(&**.0))]
+    IdentitySource(#[source] BoxError),
     /// No connection could be made; the request was not sent.
     #[error("could not connect: {}", Chain(&**.0))]
     Connect(#[source] BoxError),
@@ -114,6 +118,22 @@ pub enum Error {
         /// The raw response body.
         body: RawBody,
     },
+    /// A token rotation stopped before switching to the new token: the old token is still in
+    /// use and nothing was revoked.
+    #[error(
+        "token rotation stopped at the {step} step{}; the old token is still in use and nothing \
+         was revoked: {source}",
+        new_token_suffix(new_token_id)
+    )]
+    Rotation {
+        /// The step that failed.
+        step: RotationStep,
+        /// The new token, when it was derived (it exists on the server; revoke it if unwanted).
+        new_token_id: Option<String>,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
     /// A success response whose body is not what the endpoint returns.
     #[error(
         "could not decode the {status} response as {expected}: {problem} at line {line}, column {column}"
@@ -154,6 +174,32 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+fn new_token_suffix(id: &Option<String>) -> String {
+    id.as_deref().map_or(String::new(), |id| {
+        format!(" (the new token {id} was derived and is unused)")
+    })
+}
+
+/// The steps of [`Client::rotate_token`](super::Client::rotate_token) that can fail before the
+/// switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationStep {
+    /// Deriving the new token (Privy).
+    Derive,
+    /// Proving that the new token signs requests the API accepts.
+    Prove,
+}
+
+impl fmt::Display for RotationStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Derive => "derive",
+            Self::Prove => "prove",
+        })
+    }
+}
+
 fn message_suffix(message: &Option<String>) -> String {
     message
         .as_deref()
@@ -169,17 +215,24 @@ fn retry_suffix(retry_after: &Option<Duration>) -> String {
 impl Error {
     /// Whether the error arose before anything was sent.
     pub fn is_local(&self) -> bool {
-        matches!(
-            self,
-            Self::Credential(_)
-                | Self::Policy(_)
-                | Self::InvalidArgument(_)
-                | Self::InvalidRequest(_)
-                | Self::ForeignOrigin { .. }
-                | Self::Body(_)
-                | Self::Signing(_)
-                | Self::Connect(_)
-        )
+        match self {
+            // A rotation that got past deriving has sent something.
+            Self::Rotation { step, source, .. } => {
+                *step == RotationStep::Derive && source.is_local()
+            }
+            _ => matches!(
+                self,
+                Self::Credential(_)
+                    | Self::Policy(_)
+                    | Self::InvalidArgument(_)
+                    | Self::InvalidRequest(_)
+                    | Self::ForeignOrigin { .. }
+                    | Self::Body(_)
+                    | Self::Signing(_)
+                    | Self::IdentitySource(_)
+                    | Self::Connect(_)
+            ),
+        }
     }
 
     /// The HTTP status the server answered with, if it answered.

@@ -52,7 +52,7 @@ use tower_layer::Layer as _;
 use tower_service::Service;
 
 pub(crate) use error::error_message;
-pub use error::{Error, RawBody};
+pub use error::{Error, RawBody, RotationStep};
 pub use observe::RequestTimeout;
 use observe::{Observe, SkewTracker};
 pub use retry::{Retry, RetryConfig, RetryLayer, RetryPolicy};
@@ -60,8 +60,8 @@ pub use transport::{Connector, HttpsTransport};
 
 use crate::clock::OffsetClock;
 use crate::clock::{Clock, SystemClock};
-use crate::credentials::Credentials;
-use crate::policy::RoutePrefix;
+use crate::credentials::{Credentials, HmacCredentials, IdentityToken, SharedCredentials};
+use crate::policy::{AuthMode, CredentialsSnapshot, PolicyConfig, PolicyError, RoutePrefix};
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities, Scope};
 use crate::{AuthLayer, BoxError, DEFAULT_BODY_LIMIT, RouteTable};
 use transport::{Transport, TransportConfig};
@@ -399,7 +399,10 @@ fn short_type_name(full: &str) -> String {
 pub struct ClientBuilder {
     base_url: String,
     sign_prefix: bool,
-    credentials: Credentials,
+    credentials: SharedCredentials,
+    identity_source: Option<IdentitySource>,
+    identity_margin: Duration,
+    rotation_proof: Duration,
     timeout: Option<Duration>,
     transport: TransportConfig,
     user_agent: String,
@@ -416,7 +419,10 @@ impl Default for ClientBuilder {
         Self {
             base_url: DEFAULT_BASE_URL.to_owned(),
             sign_prefix: true,
-            credentials: Credentials::new(),
+            credentials: SharedCredentials::new(Credentials::new()),
+            identity_source: None,
+            identity_margin: Duration::from_secs(60),
+            rotation_proof: Duration::from_secs(120),
             timeout: Some(Duration::from_secs(30)),
             transport: TransportConfig::default(),
             user_agent: USER_AGENT.to_owned(),
@@ -465,9 +471,50 @@ impl ClientBuilder {
     }
 
     /// The credentials: any of HMAC, Privy identity token and legacy API key (the one way to
-    /// set them; see [`Credentials`]).
-    pub fn credentials(mut self, credentials: Credentials) -> Self {
-        self.credentials = credentials;
+    /// set them). Fixed [`Credentials`], or a [`SharedCredentials`] handle through which a
+    /// long-running service swaps them while the client runs (see [`Client::credentials`]).
+    pub fn credentials(mut self, credentials: impl Into<SharedCredentials>) -> Self {
+        self.credentials = credentials.into();
+        self
+    }
+
+    /// An async source of fresh Privy identity tokens. The client calls it before a request the
+    /// route policy would send with the identity token when the token is missing, expired or
+    /// within [`identity_refresh_margin`](Self::identity_refresh_margin) of expiry, and once
+    /// after such a request is answered 401. Calls are single-flight: requests that need a
+    /// refresh at the same time wait for one call. Its errors come back as
+    /// [`Error::IdentitySource`].
+    ///
+    /// ```no_run
+    /// use limitless_auth::{BoxError, IdentityToken, client::Client};
+    ///
+    /// async fn privy_login() -> Result<String, BoxError> { todo!() }
+    ///
+    /// let client = Client::builder()
+    ///     .identity_source(|| async { Ok(IdentityToken::new(privy_login().await?)?) })
+    ///     .build()?;
+    /// # Ok::<(), limitless_auth::client::Error>(())
+    /// ```
+    pub fn identity_source<F, Fut>(mut self, source: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<IdentityToken, BoxError>> + Send + 'static,
+    {
+        self.identity_source = Some(Arc::new(move || Box::pin(source()) as IdentityFuture));
+        self
+    }
+
+    /// How long before its expiry an identity token is refreshed (default 60 s).
+    pub fn identity_refresh_margin(mut self, margin: Duration) -> Self {
+        self.identity_margin = margin;
+        self
+    }
+
+    /// How long [`Client::rotate_token`] keeps trying a new token that the API does not accept
+    /// yet (answers 401) before giving up (default 2 minutes: a new credential can take a while
+    /// to become valid everywhere).
+    pub fn rotation_proof_timeout(mut self, timeout: Duration) -> Self {
+        self.rotation_proof = timeout;
         self
     }
 
@@ -582,11 +629,15 @@ impl ClientBuilder {
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::InvalidRequest("the user agent is not a header value".into()))?;
         let skew = Arc::new(SkewTracker::new(self.clock, self.skew_threshold));
-        let auth = AuthLayer::with_table(self.credentials, self.routes)
+        let layer = AuthLayer::with_table(self.credentials.clone(), self.routes)
             .with_clock(skew.clock())
-            .body_limit(self.body_limit)
-            .layer(transport::boxed(transport));
-        let stack = Observe::new(auth, skew.clone(), self.response_limit);
+            .body_limit(self.body_limit);
+        let policy = layer.config().clone();
+        let stack = Observe::new(
+            layer.layer(transport::boxed(transport)),
+            skew.clone(),
+            self.response_limit,
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 stack,
@@ -595,6 +646,12 @@ impl ClientBuilder {
                 base,
                 user_agent,
                 skew,
+                policy,
+                credentials: self.credentials,
+                identity_source: self.identity_source,
+                identity_margin: self.identity_margin,
+                refresh: tokio::sync::Mutex::new(()),
+                rotation_proof: self.rotation_proof,
             }),
         })
     }
@@ -637,6 +694,73 @@ struct Inner {
     base: BaseUrl,
     user_agent: HeaderValue,
     skew: Arc<SkewTracker>,
+    /// The same configuration the authentication layer decides with.
+    policy: Arc<PolicyConfig>,
+    credentials: SharedCredentials,
+    identity_source: Option<IdentitySource>,
+    identity_margin: Duration,
+    /// Held while the identity source runs: refreshes are single-flight.
+    refresh: tokio::sync::Mutex<()>,
+    rotation_proof: Duration,
+}
+
+/// The future of an identity source.
+type IdentityFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<IdentityToken, BoxError>> + Send>>;
+
+/// An async source of identity tokens.
+type IdentitySource = Arc<dyn Fn() -> IdentityFuture + Send + Sync>;
+
+impl Inner {
+    /// Calls the identity source, unless the token has changed since `stale` was read (another
+    /// request refreshed it while this one waited), and stores what it returns. Returns the
+    /// credentials to use.
+    async fn refresh_identity(
+        &self,
+        stale: Option<&IdentityToken>,
+    ) -> Result<Arc<Credentials>, Error> {
+        let Some(source) = &self.identity_source else {
+            return Ok(self.credentials.load());
+        };
+        let _single_flight = self.refresh.lock().await;
+        let current = self.credentials.load();
+        let changed = match (&current.identity, stale) {
+            (Some(now), Some(stale)) => !now.same_as(stale),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if changed {
+            return Ok(current);
+        }
+        let token = source().await.map_err(Error::IdentitySource)?;
+        #[cfg(feature = "tracing")]
+        tracing::debug!("identity token refreshed");
+        self.credentials
+            .update(|c| c.clone().with_identity(token.clone()));
+        Ok(self.credentials.load())
+    }
+
+    /// Whether `req` would go out with the identity token of `creds`, and that token (none when
+    /// it is missing), as the route policy would decide it.
+    fn privy_token<'a>(
+        &self,
+        req: &'a Request<Full<Bytes>>,
+        creds: &'a Credentials,
+    ) -> Option<Option<&'a IdentityToken>> {
+        // A token the caller put on this request is the caller's to keep fresh.
+        if req.extensions().get::<IdentityToken>().is_some() {
+            return None;
+        }
+        match self.policy.choose(req, creds) {
+            Ok(AuthMode::Privy) => Some(creds.identity.as_ref()),
+            Err(PolicyError::MissingCredential { accepts, .. })
+                if accepts.contains(AuthMode::Privy) =>
+            {
+                Some(None)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One request through the whole stack. Boxed: the compiler cannot prove `Send` for the
@@ -654,6 +778,60 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Sends `req` with `creds` for all its attempts; with an identity source, refreshes the
+    /// identity token first when the request needs it and it is missing or about to expire,
+    /// and once more after a 401.
+    async fn send_refreshing(
+        &self,
+        mut req: Request<Full<Bytes>>,
+        mut creds: Arc<Credentials>,
+        timeout: Option<Duration>,
+    ) -> Result<Response<Bytes>, Error> {
+        let mut privy = false;
+        if self.identity_source.is_some()
+            && let Some(token) = self.privy_token(&req, &creds)
+        {
+            privy = true;
+            let now = self.skew.server_now();
+            if token.is_none_or(|t| t.expires_within(now, self.identity_margin)) {
+                let stale = token.cloned();
+                creds = self.refresh_identity(stale.as_ref()).await?;
+            }
+        }
+        // A copy to send again after a 401, when the identity token may be what was refused.
+        let again = privy.then(|| copy_request(&req));
+        req.extensions_mut()
+            .insert(CredentialsSnapshot(creds.clone()));
+        let resp = self
+            .call(req, timeout)
+            .await
+            .map_err(|e| Error::from_stack(e, timeout))?;
+        match again {
+            Some(mut again) if resp.status() == StatusCode::UNAUTHORIZED => {
+                let used = creds.identity.clone();
+                let creds = self.refresh_identity(used.as_ref()).await?;
+                again.extensions_mut().insert(CredentialsSnapshot(creds));
+                self.call(again, timeout)
+                    .await
+                    .map_err(|e| Error::from_stack(e, timeout))
+            }
+            _ => Ok(resp),
+        }
+    }
+}
+
+/// A copy of `req`: the body shared, headers and extensions copied.
+fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -666,6 +844,8 @@ impl fmt::Debug for Client {
 /// A request ready for the stack, with the timeout of its attempts and its tracing span.
 struct Prepared {
     req: Request<Full<Bytes>>,
+    /// The credentials all its attempts use.
+    creds: Arc<Credentials>,
     timeout: Option<Duration>,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
@@ -681,6 +861,13 @@ impl Client {
     /// when signing (0 until measured, and while under one second).
     pub fn clock_offset_millis(&self) -> i64 {
         self.inner.skew.offset_millis()
+    }
+
+    /// The client's credentials: swap them (`store`, `update`) to change what requests started
+    /// from then on use, in every clone of the client. A request in flight keeps the
+    /// credentials it started with, for all its attempts.
+    pub fn credentials(&self) -> &SharedCredentials {
+        &self.inner.credentials
     }
 
     /// Sends any request. A URI that is a path is joined to the base URL; an absolute URI must
@@ -713,16 +900,19 @@ impl Client {
                 Ok(p) => p,
                 Err(e) => return Err(e),
             };
-            let timeout = prepared.timeout;
-            let call = inner.call(prepared.req, timeout);
             #[cfg(feature = "tracing")]
-            let resp = tracing::Instrument::instrument(call, prepared.span).await;
+            let span = prepared.span;
             #[cfg(not(feature = "tracing"))]
-            let resp = call.await;
-            match resp {
-                Ok(resp) => Ok(ApiResponse::from_response(resp)),
-                Err(e) => Err(Error::from_stack(e, timeout)),
-            }
+            let span = ();
+            let fut = inner.send_refreshing(prepared.req, prepared.creds, prepared.timeout);
+            #[cfg(feature = "tracing")]
+            let resp = tracing::Instrument::instrument(fut, span).await;
+            #[cfg(not(feature = "tracing"))]
+            let resp = {
+                let () = span;
+                fut.await
+            };
+            resp.map(ApiResponse::from_response)
         }
     }
 
@@ -759,6 +949,7 @@ impl Client {
         );
         Ok(Prepared {
             req: Request::from_parts(parts, Full::new(body)),
+            creds: self.inner.credentials.load(),
             timeout,
             #[cfg(feature = "tracing")]
             span,
@@ -830,6 +1021,94 @@ impl Client {
             .await
     }
 
+    /// Rotates the client's HMAC token, in four steps:
+    ///
+    /// 1. derive a new token (Privy) with `label` and `scopes`;
+    /// 2. prove that it works: a `GET /auth/api-tokens` signed with it, retried while the API
+    ///    answers 401 (a new credential can take a while to become valid everywhere) for at
+    ///    most [`rotation_proof_timeout`](ClientBuilder::rotation_proof_timeout);
+    /// 3. switch the client (and every clone) to it: requests started from then on use it;
+    /// 4. revoke the old token.
+    ///
+    /// If a step before the switch fails, the old token stays in use, nothing is revoked, and
+    /// the error ([`Error::Rotation`]) names the step (and the new token, if it was derived). A
+    /// failure to revoke the old token comes back in [`Rotation::revoke_error`]: by then the new
+    /// token is in use, and its secret, which the API shows only once, is in the result.
+    pub async fn rotate_token(
+        &self,
+        label: Option<&str>,
+        scopes: Option<&[Scope]>,
+    ) -> Result<Rotation, Error> {
+        let mut rotation = self.switch_to_new_token(label, scopes).await?;
+        if let Some(old) = &rotation.previous_token_id
+            && *old != rotation.token.token_id
+        {
+            rotation.revoke_error = self.revoke_token(old).await.err();
+        }
+        Ok(rotation)
+    }
+
+    /// Steps 1 to 3 of [`Client::rotate_token`]: derive, prove and switch, leaving the previous
+    /// token valid (revoke it with [`Client::revoke_token`] once the new secret is stored).
+    pub async fn switch_to_new_token(
+        &self,
+        label: Option<&str>,
+        scopes: Option<&[Scope]>,
+    ) -> Result<Rotation, Error> {
+        let failed = |step, new_token_id: Option<&str>| {
+            let new_token_id = new_token_id.map(str::to_owned);
+            move |e: Error| Error::Rotation {
+                step,
+                new_token_id,
+                source: Box::new(e),
+            }
+        };
+        let old = self.inner.credentials.load().hmac.clone();
+        let token = self
+            .derive_token(label, scopes)
+            .await
+            .map_err(failed(RotationStep::Derive, None))?;
+        let prove = failed(RotationStep::Prove, Some(&token.token_id));
+        let new = match token.credentials() {
+            Ok(new) => new,
+            Err(e) => return Err(prove(e.into())),
+        };
+        if let Err(e) = self.prove(&new).await {
+            return Err(prove(e));
+        }
+        self.inner
+            .credentials
+            .update(|c| c.clone().with_hmac(new.clone()));
+        Ok(Rotation {
+            token,
+            previous_token_id: old.map(|old| old.token_id().to_owned()),
+            revoke_error: None,
+        })
+    }
+
+    /// A signed `GET /auth/api-tokens` with `creds`, repeated with backoff while it is answered
+    /// 401, within the rotation's proof timeout.
+    async fn prove(&self, creds: &HmacCredentials) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + self.inner.rotation_proof;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let mut req = json_request(Method::GET, "/auth/api-tokens", None)?;
+            req.extensions_mut().insert(creds.clone());
+            req.extensions_mut().insert(AuthMode::Hmac);
+            match self.send(req).await?.error_for_status() {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.status() == Some(StatusCode::UNAUTHORIZED)
+                        && tokio::time::Instant::now() + wait < deadline =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// `DELETE /auth/api-tokens/{tokenId}` (HMAC), the id percent-encoded as one path segment.
     /// Returns the server's confirmation message.
     pub async fn revoke_token(&self, token_id: &str) -> Result<String, Error> {
@@ -842,6 +1121,27 @@ impl Client {
         *req.uri_mut() = Uri::from(parse_target(&path)?);
         let resp = self.send(req).await?.error_for_status()?;
         Ok(resp.json::<RevokeResponse>()?.message)
+    }
+}
+
+/// The outcome of [`Client::rotate_token`]: the new token is in use.
+pub struct Rotation {
+    /// The new token, with its secret (shown only this once by the API).
+    pub token: DerivedToken,
+    /// The token it replaced, if the client had one.
+    pub previous_token_id: Option<String>,
+    /// Why revoking the previous token failed, if it did (it still works until revoked:
+    /// `lmts tokens revoke <id>`).
+    pub revoke_error: Option<Error>,
+}
+
+impl fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotation")
+            .field("token", &self.token)
+            .field("previous_token_id", &"<redacted>")
+            .field("revoke_error", &self.revoke_error)
+            .finish()
     }
 }
 

@@ -15,9 +15,12 @@ use super::{hmac::HmacSigningLayer, privy::IdentityLayer};
 use crate::BoxError;
 use crate::body::DEFAULT_BODY_LIMIT;
 use crate::clock::{Clock, SystemClock};
+#[cfg(doc)]
 use crate::credentials::Credentials;
 use crate::headers::IDENTITY;
-use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, Selected, SelectedAuth, refused};
+use crate::policy::{
+    AuthPolicyLayer, PolicyConfig, PolicyError, RouteTable, Selected, SelectedAuth, refused,
+};
 
 /// Policy → identity → HMAC signing in one layer, sharing one set of credentials.
 ///
@@ -59,13 +62,14 @@ pub struct AuthLayer<C = SystemClock> {
 }
 
 impl AuthLayer<SystemClock> {
-    /// The three layers over the default Limitless [`RouteTable`].
-    pub fn new(credentials: Credentials) -> Self {
+    /// The three layers over the default Limitless [`RouteTable`], with fixed [`Credentials`]
+    /// or a [`SharedCredentials`](crate::SharedCredentials) handle that can be swapped.
+    pub fn new(credentials: impl Into<crate::SharedCredentials>) -> Self {
         Self::with_table(credentials, RouteTable::limitless())
     }
 
     /// The three layers over a custom route table.
-    pub fn with_table(credentials: Credentials, table: RouteTable) -> Self {
+    pub fn with_table(credentials: impl Into<crate::SharedCredentials>, table: RouteTable) -> Self {
         Self {
             policy: AuthPolicyLayer::with_table(credentials, table)
                 .config()
@@ -77,7 +81,13 @@ impl AuthLayer<SystemClock> {
 }
 
 impl<C> AuthLayer<C> {
-    /// Signs with timestamps from `clock`.
+    /// The policy's configuration (route table and credentials), shared with the client.
+    #[cfg(feature = "client")]
+    pub(crate) fn config(&self) -> &Arc<PolicyConfig> {
+        &self.policy
+    }
+
+    /// Signs with timestamps from `clock`, and judges identity-token expiry by it.
     pub fn with_clock<D: Clock + Clone>(self, clock: D) -> AuthLayer<D> {
         AuthLayer {
             policy: self.policy,
@@ -156,6 +166,10 @@ where
                 sign_then_call(&mut self.inner, req, creds, &self.clock, self.body_limit)
             }
             Selected::Privy(token) => {
+                let now = self.clock.now_millis();
+                if let Some(e) = PolicyError::expired(req.method(), req.uri(), &token, now) {
+                    return SigningFuture::failed(refused(e));
+                }
                 req.headers_mut().insert(IDENTITY, token.header_value());
                 SigningFuture::calling(self.inner.call(req))
             }

@@ -60,8 +60,9 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::body::{DEFAULT_BODY_LIMIT, Gather, check_declared, get_unhashed};
 use crate::clock::{Clock, SystemClock};
-use crate::credentials::{HmacCredentials, sensitive_header};
+use crate::credentials::{HmacCredentials, SharedCredentials, sensitive_header};
 use crate::headers::{IDENTITY, LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP, X_API_KEY};
+use crate::layer::Own;
 use crate::policy::{Accepts, AuthMode, PolicyError, RoutePrefix, Selected, SelectedAuth, refused};
 use crate::sign::{Timestamp, TimestampError};
 
@@ -88,7 +89,7 @@ pub enum SigningError {
 /// Signs requests with HMAC credentials: see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct HmacSigningLayer<C = SystemClock> {
-    credentials: Option<HmacCredentials>,
+    credentials: Own<HmacCredentials>,
     clock: C,
     body_limit: usize,
 }
@@ -97,7 +98,17 @@ impl HmacSigningLayer<SystemClock> {
     /// Signs with `credentials` (unless the request carries other ones) and the system clock.
     pub fn new(credentials: HmacCredentials) -> Self {
         Self {
-            credentials: Some(credentials),
+            credentials: Own::Fixed(credentials),
+            clock: SystemClock,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// Signs with the HMAC credentials `shared` holds when each request starts: they can be
+    /// swapped (rotated) while the stack runs.
+    pub fn shared(shared: SharedCredentials) -> Self {
+        Self {
+            credentials: Own::Shared(shared),
             clock: SystemClock,
             body_limit: DEFAULT_BODY_LIMIT,
         }
@@ -108,7 +119,7 @@ impl HmacSigningLayer<SystemClock> {
     /// chose. Without a policy above, every request fails locally.
     pub fn for_policy() -> Self {
         Self {
-            credentials: None,
+            credentials: Own::None,
             clock: SystemClock,
             body_limit: DEFAULT_BODY_LIMIT,
         }
@@ -149,7 +160,7 @@ impl<S, C: Clone> Layer<S> for HmacSigningLayer<C> {
 #[derive(Clone, Debug)]
 pub struct HmacSigning<S, C = SystemClock> {
     inner: S,
-    credentials: Option<HmacCredentials>,
+    credentials: Own<HmacCredentials>,
     clock: C,
     body_limit: usize,
 }
@@ -169,7 +180,7 @@ pub(crate) fn has_header(headers: &HeaderMap, names: [&http::HeaderName; 2]) -> 
 /// With which credentials to sign `req`: `Ok(None)` to pass it on untouched.
 fn signer<B>(
     req: &Request<B>,
-    own: Option<&HmacCredentials>,
+    own: &Own<HmacCredentials>,
 ) -> Result<Option<HmacCredentials>, PolicyError> {
     let ext = req.extensions();
     if let Some(decision) = ext.get::<SelectedAuth>() {
@@ -196,9 +207,14 @@ fn signer<B>(
             AuthMode::Hmac,
         ));
     }
+    let own = || match own {
+        Own::Fixed(creds) => Some(creds.clone()),
+        Own::Shared(shared) => shared.load().hmac.clone(),
+        Own::None => None,
+    };
     ext.get::<HmacCredentials>()
-        .or(own)
         .cloned()
+        .or_else(own)
         .map(Some)
         .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::HMAC))
 }
@@ -279,7 +295,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match signer(&req, self.credentials.as_ref()) {
+        match signer(&req, &self.credentials) {
             Ok(Some(creds)) => {
                 sign_then_call(&mut self.inner, req, creds, &self.clock, self.body_limit)
             }

@@ -15,6 +15,18 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
+use crate::credentials::SharedCredentials;
+
+/// Where a layer used on its own (without a policy above) takes its credential from.
+#[derive(Clone, Debug)]
+pub(crate) enum Own<T> {
+    /// None: the layer only carries out a policy's decisions.
+    None,
+    /// A fixed credential.
+    Fixed(T),
+    /// The current credential of a handle that can be swapped.
+    Shared(SharedCredentials),
+}
 
 pin_project! {
     /// The future of the synchronous layers ([`AuthPolicy`](crate::AuthPolicy),

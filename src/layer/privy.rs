@@ -37,8 +37,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::credentials::IdentityToken;
+use crate::clock::{Clock, SystemClock};
+use crate::credentials::{IdentityToken, SharedCredentials};
 use crate::headers::{IDENTITY, LMTS_SIGNATURE, X_API_KEY};
+use crate::layer::Own;
 use crate::layer::ResponseFuture;
 use crate::layer::hmac::has_header;
 use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth, refused};
@@ -46,18 +48,28 @@ use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth, refu
 /// The `identity` header value to insert into `req`: `Ok(None)` to pass it on unchanged.
 fn token_for<B>(
     req: &Request<B>,
-    own: Option<&IdentityToken>,
+    own: &Own<IdentityToken>,
+    clock: &impl Clock,
 ) -> Result<Option<http::HeaderValue>, PolicyError> {
     let ext = req.extensions();
+    let fresh = |token: &IdentityToken| match PolicyError::expired(
+        req.method(),
+        req.uri(),
+        token,
+        clock.now_millis(),
+    ) {
+        Some(e) => Err(e),
+        None => Ok(Some(token.header_value())),
+    };
     if let Some(decision) = ext.get::<SelectedAuth>() {
         // Below a policy: carry out its decision, and nothing else.
-        return Ok(match &decision.selected {
+        return match &decision.selected {
             Selected::Privy(token) => {
                 decision.claim();
-                Some(token.header_value())
+                fresh(token)
             }
-            _ => None,
-        });
+            _ => Ok(None),
+        };
     }
     // On its own: every request carries the token, unless a layer above authenticated it
     // otherwise.
@@ -74,61 +86,102 @@ fn token_for<B>(
             AuthMode::Privy,
         ));
     }
-    ext.get::<IdentityToken>()
-        .or(own)
-        .map(|token| Some(token.header_value()))
-        .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::PRIVY))
+    let own = || match own {
+        Own::Fixed(token) => Some(token.clone()),
+        Own::Shared(shared) => shared.load().identity.clone(),
+        Own::None => None,
+    };
+    match ext.get::<IdentityToken>().cloned().or_else(own) {
+        Some(token) => fresh(&token),
+        None => Err(PolicyError::missing(
+            req.method(),
+            req.uri(),
+            Accepts::PRIVY,
+        )),
+    }
 }
 
 /// Adds the Privy identity token to Privy requests: see the [module docs](self).
+///
+/// A token whose JWT `exp` has passed (by the layer's clock) is refused locally with
+/// [`PolicyError::IdentityExpired`]; nothing is sent.
 #[derive(Clone, Debug)]
-pub struct IdentityLayer {
-    token: Option<IdentityToken>,
+pub struct IdentityLayer<C = SystemClock> {
+    token: Own<IdentityToken>,
+    clock: C,
 }
 
-impl IdentityLayer {
+impl IdentityLayer<SystemClock> {
     /// Sends `token` on Privy requests (unless the request carries another one).
     pub fn new(token: IdentityToken) -> Self {
-        Self { token: Some(token) }
+        Self {
+            token: Own::Fixed(token),
+            clock: SystemClock,
+        }
+    }
+
+    /// Sends the identity token `shared` holds when each request starts: it can be swapped
+    /// (refreshed) while the stack runs.
+    pub fn shared(shared: SharedCredentials) -> Self {
+        Self {
+            token: Own::Shared(shared),
+            clock: SystemClock,
+        }
     }
 
     /// Holds no token of its own: carries out the Privy decisions of an
     /// [`AuthPolicyLayer`](crate::AuthPolicyLayer) above, with the token it chose. Without a
     /// policy above, every request fails locally.
     pub fn for_policy() -> Self {
-        Self { token: None }
+        Self {
+            token: Own::None,
+            clock: SystemClock,
+        }
     }
 }
 
-impl<S> Layer<S> for IdentityLayer {
-    type Service = Identity<S>;
+impl<C> IdentityLayer<C> {
+    /// Judges token expiry by `clock` instead.
+    pub fn with_clock<D: Clock + Clone>(self, clock: D) -> IdentityLayer<D> {
+        IdentityLayer {
+            token: self.token,
+            clock,
+        }
+    }
+}
 
-    fn layer(&self, inner: S) -> Identity<S> {
+impl<S, C: Clone> Layer<S> for IdentityLayer<C> {
+    type Service = Identity<S, C>;
+
+    fn layer(&self, inner: S) -> Identity<S, C> {
         Identity {
             inner,
             token: self.token.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
 
 /// The service made by [`IdentityLayer`].
 #[derive(Clone, Debug)]
-pub struct Identity<S> {
+pub struct Identity<S, C = SystemClock> {
     inner: S,
-    token: Option<IdentityToken>,
+    token: Own<IdentityToken>,
+    clock: C,
 }
 
-impl<S> Identity<S> {
+impl<S, C> Identity<S, C> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 }
 
-impl<S, B> Service<Request<B>> for Identity<S>
+impl<S, B, C> Service<Request<B>> for Identity<S, C>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
+    C: Clock,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -139,7 +192,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match token_for(&req, self.token.as_ref()) {
+        match token_for(&req, &self.token, &self.clock) {
             Ok(Some(value)) => {
                 req.headers_mut().insert(IDENTITY, value);
                 ResponseFuture::inner(self.inner.call(req))

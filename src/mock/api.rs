@@ -18,7 +18,7 @@ struct Caller {
 }
 
 /// Random bytes from the standard library's randomly keyed hasher (good enough for a mock).
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(super) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     for chunk in out.chunks_mut(8) {
         let r = crate::random_u64().to_le_bytes();
@@ -109,7 +109,14 @@ impl State {
         let profile = match token {
             Some(PARTNER_IDENTITY) => PARTNER_PROFILE,
             Some(USER_IDENTITY) => USER_PROFILE,
-            _ => return unauthorized(REQUIRES),
+            Some(token) => match lock(&self.minted).get(token) {
+                Some(&(_, exp)) if self.clock.now_millis() >= exp => {
+                    return unauthorized("Identity token expired");
+                }
+                Some(&(profile, _)) => profile,
+                None => return unauthorized(REQUIRES),
+            },
+            None => return unauthorized(REQUIRES),
         };
         rec.mode = Some(AuthMode::Privy);
         then(self, rec, Caller { profile })

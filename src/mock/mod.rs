@@ -153,6 +153,8 @@ struct State {
     /// Whether any fault was ever injected (spares the lock otherwise).
     faults_set: std::sync::atomic::AtomicBool,
     tokens: Mutex<HashMap<String, TokenRecord>>,
+    /// Identity tokens minted by [`MockServer::mint_identity`]: token → (profile, expiry ms).
+    minted: Mutex<HashMap<String, (i64, i64)>>,
     requests: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Faults>,
     orders: AtomicU64,
@@ -201,6 +203,7 @@ impl MockServer {
             seq: AtomicU64::new(0),
             faults_set: std::sync::atomic::AtomicBool::new(false),
             tokens: Mutex::new(HashMap::new()),
+            minted: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             orders: AtomicU64::new(0),
@@ -271,6 +274,32 @@ impl MockServer {
     /// The mock's current time.
     pub fn now_millis(&self) -> i64 {
         self.state.clock.now_millis()
+    }
+
+    /// Mints a JWT-shaped identity token for the profile of `identity` ([`PARTNER_IDENTITY`]
+    /// or [`USER_IDENTITY`]), issued now and expiring `ttl` from now by the mock's clock
+    /// (`exp` and `iat` in whole seconds; the signature is random, as the mock does not check
+    /// it). The mock answers it like `identity` until it expires, then 401
+    /// `{"message":"Identity token expired"}`. Returns `None` for another identity.
+    pub fn mint_identity(&self, identity: &str, ttl: Duration) -> Option<String> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let profile = match identity {
+            PARTNER_IDENTITY => PARTNER_PROFILE,
+            USER_IDENTITY => USER_PROFILE,
+            _ => return None,
+        };
+        let now = self.state.clock.now_millis();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let iat = now.div_euclid(1000);
+        let exp = now.saturating_add(ttl_ms).div_euclid(1000);
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","typ":"JWT"}"#);
+        let claims = json!({"sub": format!("did:privy:mock-{profile}"), "iat": iat, "exp": exp,
+            "jti": crate::random_u64()});
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signature = URL_SAFE_NO_PAD.encode(api::random_bytes::<64>());
+        let token = format!("{header}.{payload}.{signature}");
+        lock(&self.state.minted).insert(token.clone(), (profile, exp.saturating_mul(1000)));
+        Some(token)
     }
 
     /// Applies `fault` to the next request that has none queued before it.

@@ -1,0 +1,574 @@
+//! Identity tokens that expire and credentials that change at run time: expiry judged on the
+//! corrected clock, swaps under load, single-flight refresh from an identity source, and
+//! token rotation failing at each step.
+#![cfg(all(feature = "client", feature = "mock"))]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use limitless_auth::client::{Client, ClientBuilder, Error, RetryConfig, RotationStep};
+use limitless_auth::clock::FixedClock;
+use limitless_auth::mock::{
+    Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET,
+};
+use limitless_auth::{
+    BoxError, Credentials, HmacCredentials, IdentityLayer, IdentityToken, PolicyError,
+    SharedCredentials,
+};
+use tower::{Layer as _, ServiceExt as _};
+
+/// 2026-03-30T12:00:00.000Z
+const T: i64 = 1_774_872_000_000;
+
+fn partner_hmac() -> HmacCredentials {
+    HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid")
+}
+
+fn quick_retries() -> RetryConfig {
+    RetryConfig {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        ..RetryConfig::default()
+    }
+}
+
+async fn mock_at(millis: i64) -> (MockServer, FixedClock) {
+    let clock = FixedClock::new(millis);
+    let mock = MockServer::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .expect("mock");
+    (mock, clock)
+}
+
+fn builder(mock: &MockServer) -> ClientBuilder {
+    Client::builder()
+        .base_url(mock.base_url())
+        .retry(quick_retries())
+}
+
+#[tokio::test]
+async fn expiry_is_judged_on_the_clock_corrected_by_the_measured_offset() {
+    let (mock, server_clock) = mock_at(T).await;
+    let jwt = mock
+        .mint_identity(PARTNER_IDENTITY, Duration::from_secs(30))
+        .expect("minted");
+    let token = IdentityToken::new(jwt.clone()).expect("a JWT");
+    assert_eq!(
+        token.expires_at().expect("exp").as_str(),
+        "2026-03-30T12:00:30.000Z"
+    );
+
+    // The local clock runs five minutes ahead: by it the token has expired, by the server's
+    // it has not. Once the client has measured the offset, it judges by the server's time.
+    let local = FixedClock::new(T + 300_000);
+    let client = builder(&mock)
+        .clock(local.clone())
+        .credentials(
+            Credentials::new()
+                .with_hmac(partner_hmac())
+                .with_identity(token.clone()),
+        )
+        .build()
+        .expect("client");
+    let err = client.capabilities().await.expect_err("looks expired");
+    assert!(
+        matches!(&err, Error::Policy(PolicyError::IdentityExpired { expired_at, .. })
+            if expired_at == "2026-03-30T12:00:30.000Z"),
+        "{err:?}"
+    );
+    assert_eq!(mock.request_count(), 0, "nothing was sent");
+    client
+        .list_tokens()
+        .await
+        .expect("HMAC, measures the offset");
+    assert!(client.clock_offset_millis() < -250_000);
+    let caps = client
+        .capabilities()
+        .await
+        .expect("valid by the server's clock");
+    assert_eq!(caps.partner_profile_id, Some(42));
+
+    // The reverse: the server's time passes the expiry while the local clock lags behind.
+    server_clock.set_millis(T + 31_000);
+    local.set_millis(T + 31_000 - 300_000);
+    client.list_tokens().await.expect("measures again");
+    let before = mock.request_count();
+    let err = client
+        .capabilities()
+        .await
+        .expect_err("expired by the server's clock");
+    assert!(
+        matches!(err, Error::Policy(PolicyError::IdentityExpired { .. })),
+        "{err:?}"
+    );
+    assert_eq!(mock.request_count(), before, "nothing was sent");
+
+    // The mock itself refuses the expired token: sent by a client whose clock is an hour
+    // behind and has measured nothing yet, so that it cannot tell.
+    let behind = builder(&mock)
+        .retry(RetryConfig::disabled())
+        .clock(FixedClock::new(T - 3_600_000))
+        .credentials(Credentials::new().with_identity(IdentityToken::new(jwt).expect("jwt")))
+        .build()
+        .expect("client");
+    let err = behind
+        .capabilities()
+        .await
+        .expect_err("expired at the server");
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(err.to_string(), "401 Unauthorized: Identity token expired");
+}
+
+#[tokio::test]
+async fn a_layer_refuses_an_expired_token_by_its_own_clock() {
+    let token = IdentityToken::new(
+        "eyJhbGciOiJFUzI1NiJ9.eyJleHAiOjE3NzQ4NzIwMzB9.c2ln", // exp 2026-03-30T12:00:30Z
+    )
+    .expect("JWT");
+    let svc = IdentityLayer::new(token)
+        .with_clock(FixedClock::new(T + 30_000))
+        .layer(tower::service_fn(|_: Request<Full<Bytes>>| async {
+            panic!("nothing may be sent");
+            #[allow(unreachable_code)]
+            Ok::<_, std::convert::Infallible>(())
+        }));
+    let req = Request::get("/auth/api-tokens/capabilities")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let err = svc.oneshot(req).await.expect_err("expired");
+    assert_eq!(
+        err.to_string(),
+        "GET /auth/api-tokens/capabilities: the identity token expired at \
+         2026-03-30T12:00:30.000Z; refresh it (LIMITLESS_IDENTITY_TOKEN); nothing was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_under_load_changes_only_requests_started_after_it() {
+    let mock = MockServer::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .expect("mock");
+    // A second valid token of the partner.
+    let deriver = builder(&mock)
+        .credentials(
+            Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("t")),
+        )
+        .build()
+        .expect("client");
+    let other = deriver
+        .derive_token(Some("second"), None)
+        .await
+        .expect("derived")
+        .credentials()
+        .expect("valid");
+    let shared = SharedCredentials::new(Credentials::new().with_hmac(partner_hmac()));
+    let client = builder(&mock)
+        .retry(RetryConfig {
+            max_attempts: 20,
+            ..quick_retries()
+        })
+        .credentials(shared.clone())
+        .build()
+        .expect("client");
+    // Every seventh request is answered 503 first, so that retries cross the swaps too.
+    mock.inject_every(7, Fault::Unavailable);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (shared, done, other) = (shared.clone(), done.clone(), other.clone());
+        tokio::spawn(async move {
+            let mut swaps = 0u32;
+            while !done.load(Ordering::SeqCst) && swaps < 100_000 {
+                let next = if swaps.is_multiple_of(2) {
+                    other.clone()
+                } else {
+                    partner_hmac()
+                };
+                shared.update(|c| c.clone().with_hmac(next.clone()));
+                swaps += 1;
+                tokio::task::yield_now().await;
+            }
+            swaps
+        })
+    };
+    let calls: Vec<_> = (0..1000)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let req = Request::get("/auth/api-tokens")
+                    .header("x-request", i.to_string())
+                    .body(Bytes::new())
+                    .expect("request");
+                client.send(req).await
+            })
+        })
+        .collect();
+    for call in calls {
+        let resp = call.await.expect("join").expect("answered");
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    done.store(true, Ordering::SeqCst);
+    let swaps = swapper.await.expect("swapper");
+    assert!(
+        swaps > 10,
+        "the credentials changed while requests were in flight"
+    );
+    let mut keys_by_request: HashMap<String, Vec<String>> = HashMap::new();
+    for rec in mock
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/auth/api-tokens")
+    {
+        let Some(i) = rec.headers.get("x-request") else {
+            continue;
+        };
+        if rec.status == Some(StatusCode::SERVICE_UNAVAILABLE) {
+            // A faulted attempt is answered before verification; its key still counts.
+        } else {
+            assert_eq!(
+                rec.signature_valid,
+                Some(true),
+                "one token, whole and valid"
+            );
+        }
+        keys_by_request
+            .entry(i.to_str().expect("ascii").to_owned())
+            .or_default()
+            .push(
+                rec.headers["lmts-api-key"]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned(),
+            );
+    }
+    assert_eq!(keys_by_request.len(), 1000);
+    let retried = keys_by_request.values().filter(|k| k.len() > 1).count();
+    assert!(retried > 50, "{retried} requests were retried");
+    for keys in keys_by_request.values() {
+        assert!(
+            keys.iter().all(|k| k == &keys[0]),
+            "every attempt of a request uses the same token: {keys:?}"
+        );
+    }
+    let used: std::collections::HashSet<&String> =
+        keys_by_request.values().map(|k| &k[0]).collect();
+    assert_eq!(used.len(), 2, "both tokens were used");
+}
+
+#[tokio::test]
+async fn identity_refresh_is_single_flight_and_errors_are_typed() {
+    let mock = MockServer::start().await.expect("mock");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let client = builder(&mock)
+        .identity_source(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(IdentityToken::new(PARTNER_IDENTITY)?)
+            }
+        })
+        .build()
+        .expect("client");
+    let all: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.capabilities().await })
+        })
+        .collect();
+    for call in all {
+        assert_eq!(
+            call.await.expect("join").expect("ok").partner_profile_id,
+            Some(42)
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh for 100 calls");
+    assert!(client.credentials().load().identity.is_some());
+
+    // A Privy-route 401: refreshed once, sent once more.
+    mock.inject(Fault::json(
+        StatusCode::UNAUTHORIZED,
+        r#"{"message":"Requires Privy authentication"}"#,
+    ));
+    client
+        .capabilities()
+        .await
+        .expect("answered after a refresh");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // HMAC requests never call the source.
+    let failing = builder(&mock)
+        .credentials(Credentials::new().with_hmac(partner_hmac()))
+        .identity_source(|| async { Err::<IdentityToken, BoxError>("login failed".into()) })
+        .build()
+        .expect("client");
+    failing.list_tokens().await.expect("HMAC");
+    let before = mock.request_count();
+    let err = failing.capabilities().await.expect_err("no identity");
+    assert!(matches!(err, Error::IdentitySource(_)), "{err:?}");
+    assert!(err.is_local());
+    assert!(err.to_string().contains("login failed"), "{err}");
+    assert_eq!(mock.request_count(), before, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_token_within_the_margin_of_expiry_is_refreshed_before_sending() {
+    let (mock, _) = mock_at(T).await;
+    let soon = mock
+        .mint_identity(PARTNER_IDENTITY, Duration::from_secs(20))
+        .expect("minted");
+    let fresh = mock
+        .mint_identity(PARTNER_IDENTITY, Duration::from_secs(3600))
+        .expect("minted");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let client = builder(&mock)
+        .clock(FixedClock::new(T))
+        .credentials(Credentials::new().with_identity(IdentityToken::new(soon).expect("jwt")))
+        .identity_refresh_margin(Duration::from_secs(60))
+        .identity_source(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let fresh = fresh.clone();
+            async move { Ok(IdentityToken::new(fresh)?) }
+        })
+        .build()
+        .expect("client");
+    client.capabilities().await.expect("ok");
+    client.capabilities().await.expect("ok");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "refreshed once, then fresh"
+    );
+    let sent = mock.requests();
+    let identity = |i: usize| {
+        sent[i].headers["identity"]
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    };
+    assert_eq!(identity(0), identity(1));
+    let now = client.credentials().load();
+    assert!(
+        !now.identity
+            .as_ref()
+            .expect("identity")
+            .expires_within(T, Duration::from_secs(60))
+    );
+}
+
+/// A client holding the partner's seeded HMAC token and its identity.
+fn rotating(mock: &MockServer) -> Client {
+    builder(mock)
+        .rotation_proof_timeout(Duration::from_secs(5))
+        .credentials(
+            Credentials::new()
+                .with_hmac(partner_hmac())
+                .with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("t")),
+        )
+        .build()
+        .expect("client")
+}
+
+/// Whether `creds` can list the tokens.
+async fn works(mock: &MockServer, creds: HmacCredentials) -> bool {
+    let client = builder(mock)
+        .retry(RetryConfig::disabled())
+        .credentials(Credentials::new().with_hmac(creds))
+        .build()
+        .expect("client");
+    client.list_tokens().await.is_ok()
+}
+
+#[tokio::test]
+async fn rotation_switches_and_revokes_the_old_token() {
+    let mock = MockServer::start().await.expect("mock");
+    let client = rotating(&mock);
+    let clone = client.clone();
+    // The new token is not valid everywhere at once: two 401s before it is.
+    mock.inject(Fault::Delay(Duration::ZERO)); // the derive
+    mock.inject_times(
+        Fault::json(StatusCode::UNAUTHORIZED, r#"{"message":"Unauthorized"}"#),
+        2,
+    );
+    let rotation = client
+        .rotate_token(Some("rotated"), None)
+        .await
+        .expect("rotated");
+    assert!(rotation.revoke_error.is_none());
+    assert_eq!(
+        rotation.previous_token_id.as_deref(),
+        Some(PARTNER_TOKEN_ID)
+    );
+    let new = rotation.token.credentials().expect("valid");
+    // Every clone uses the new token.
+    assert_eq!(
+        clone
+            .credentials()
+            .load()
+            .hmac
+            .as_ref()
+            .map(|h| h.token_id().to_owned()),
+        Some(rotation.token.token_id.clone())
+    );
+    let listed = clone.list_tokens().await.expect("the new token works");
+    assert!(listed.iter().all(|t| t.token_id != PARTNER_TOKEN_ID));
+    assert!(works(&mock, new).await);
+    assert!(
+        !works(&mock, partner_hmac()).await,
+        "the old token is revoked"
+    );
+}
+
+#[tokio::test]
+async fn rotation_failing_before_the_switch_leaves_the_old_token_working() {
+    // Deriving fails (no identity token): nothing derived, nothing revoked.
+    let mock = MockServer::start().await.expect("mock");
+    let no_identity = builder(&mock)
+        .credentials(Credentials::new().with_hmac(partner_hmac()))
+        .build()
+        .expect("client");
+    let err = no_identity
+        .rotate_token(None, None)
+        .await
+        .expect_err("no identity");
+    assert!(
+        matches!(
+            &err,
+            Error::Rotation {
+                step: RotationStep::Derive,
+                new_token_id: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_local());
+    assert!(works(&mock, partner_hmac()).await);
+
+    // The API refuses the derive.
+    let client = rotating(&mock);
+    mock.inject(Fault::json(
+        StatusCode::FORBIDDEN,
+        r#"{"message":"Token management is not enabled"}"#,
+    ));
+    let err = client.rotate_token(None, None).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            Error::Rotation {
+                step: RotationStep::Derive,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        client
+            .credentials()
+            .load()
+            .hmac
+            .as_ref()
+            .map(|h| h.token_id().to_owned())
+            .as_deref(),
+        Some(PARTNER_TOKEN_ID)
+    );
+    assert!(works(&mock, partner_hmac()).await);
+
+    // Proving fails (the API refuses the new token for good): still the old token.
+    mock.inject(Fault::Delay(Duration::ZERO)); // the derive
+    mock.inject(Fault::json(
+        StatusCode::FORBIDDEN,
+        r#"{"message":"Forbidden"}"#,
+    ));
+    let err = client
+        .rotate_token(None, None)
+        .await
+        .expect_err("not proven");
+    let Error::Rotation {
+        step: RotationStep::Prove,
+        new_token_id: Some(new_id),
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert!(err.to_string().contains(new_id.as_str()), "{err}");
+    assert!(!err.is_local(), "the derive was sent");
+    assert_eq!(
+        client
+            .credentials()
+            .load()
+            .hmac
+            .as_ref()
+            .map(|h| h.token_id().to_owned())
+            .as_deref(),
+        Some(PARTNER_TOKEN_ID)
+    );
+    assert!(works(&mock, partner_hmac()).await);
+
+    // 401s past the proof timeout: still the old token.
+    let impatient = builder(&mock)
+        .rotation_proof_timeout(Duration::from_millis(250))
+        .credentials(client.credentials().load().as_ref().clone())
+        .build()
+        .expect("client");
+    mock.inject(Fault::Delay(Duration::ZERO));
+    mock.inject_times(
+        Fault::json(StatusCode::UNAUTHORIZED, r#"{"message":"Unauthorized"}"#),
+        100,
+    );
+    let err = impatient
+        .rotate_token(None, None)
+        .await
+        .expect_err("timed out");
+    assert!(
+        matches!(
+            err,
+            Error::Rotation {
+                step: RotationStep::Prove,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    mock.clear_faults();
+    assert!(works(&mock, partner_hmac()).await);
+}
+
+#[tokio::test]
+async fn a_failed_revoke_keeps_the_new_token_in_use_and_reports_the_old_one() {
+    let mock = MockServer::start().await.expect("mock");
+    let client = rotating(&mock);
+    mock.inject(Fault::Delay(Duration::ZERO)); // derive
+    mock.inject(Fault::Delay(Duration::ZERO)); // prove
+    mock.inject(Fault::json(
+        StatusCode::BAD_REQUEST,
+        r#"{"message":"API token not found or already revoked"}"#,
+    ));
+    let rotation = client.rotate_token(None, None).await.expect("switched");
+    let err = rotation.revoke_error.as_ref().expect("the revoke failed");
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
+    assert_eq!(
+        client
+            .credentials()
+            .load()
+            .hmac
+            .as_ref()
+            .map(|h| h.token_id().to_owned()),
+        Some(rotation.token.token_id.clone())
+    );
+    assert!(
+        works(&mock, partner_hmac()).await,
+        "the old token was not revoked"
+    );
+    assert!(works(&mock, rotation.token.credentials().expect("valid")).await);
+}
