@@ -31,6 +31,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::scope::Scope;
+
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// Environment variable holding the HMAC token id (`lmts-api-key`).
@@ -41,6 +43,9 @@ pub const ENV_TOKEN_SECRET: &str = "LMTS_TOKEN_SECRET";
 pub const ENV_IDENTITY_TOKEN: &str = "LIMITLESS_IDENTITY_TOKEN";
 /// Environment variable holding a legacy API key.
 pub const ENV_API_KEY: &str = "LIMITLESS_API_KEY";
+/// Environment variable holding the scopes the HMAC token is known to hold, comma-separated
+/// (optional).
+pub const ENV_TOKEN_SCOPES: &str = "LMTS_TOKEN_SCOPES";
 
 /// Why a base64 token secret was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +180,8 @@ pub struct HmacCredentials {
 struct HmacInner {
     token_id: HeaderValue,
     mac: HmacSha256,
+    /// The scopes the token is known to hold, if known.
+    scopes: Option<Box<[Scope]>>,
 }
 
 impl HmacCredentials {
@@ -201,8 +208,48 @@ impl HmacCredentials {
             inner: Arc::new(HmacInner {
                 token_id: sensitive_header(Bytes::copy_from_slice(token_id.as_bytes())),
                 mac,
+                scopes: None,
             }),
         })
+    }
+
+    /// The same token, known to hold `scopes` (from a derive response, `GET /auth/api-tokens`
+    /// or `LMTS_TOKEN_SCOPES`). The route policy then refuses locally a request that needs a
+    /// scope the token lacks.
+    ///
+    /// ```
+    /// use limitless_auth::{HmacCredentials, Scope};
+    /// let creds = HmacCredentials::new("token-123", "c2VjcmV0")?.with_scopes([Scope::Trading]);
+    /// assert_eq!(creds.scopes(), Some(&[Scope::Trading][..]));
+    /// # Ok::<(), limitless_auth::CredentialError>(())
+    /// ```
+    pub fn with_scopes(&self, scopes: impl IntoIterator<Item = Scope>) -> Self {
+        Self {
+            inner: Arc::new(HmacInner {
+                token_id: self.inner.token_id.clone(),
+                mac: self.inner.mac.clone(),
+                scopes: Some(scopes.into_iter().collect()),
+            }),
+        }
+    }
+
+    /// The scopes the token is known to hold, if known.
+    pub fn scopes(&self) -> Option<&[Scope]> {
+        self.inner.scopes.as_deref()
+    }
+
+    /// The token id as it may be shown in messages: its last four characters only.
+    pub(crate) fn token_hint(&self) -> String {
+        let id = self.token_id();
+        let tail: String = id
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{tail}")
     }
 
     /// The token id (the `lmts-api-key` value).
@@ -553,7 +600,11 @@ impl Credentials {
             }
             (Some(id), Some(secret)) => {
                 check_visible("token id", &id).map_err(in_var(ENV_TOKEN_ID))?;
-                Some(HmacCredentials::new(&id, &secret).map_err(in_var(ENV_TOKEN_SECRET))?)
+                let creds = HmacCredentials::new(&id, &secret).map_err(in_var(ENV_TOKEN_SECRET))?;
+                Some(match get(ENV_TOKEN_SCOPES)? {
+                    Some(scopes) => creds.with_scopes(crate::scope::parse_list(&scopes)),
+                    None => creds,
+                })
             }
         };
         let identity = get(ENV_IDENTITY_TOKEN)?

@@ -51,6 +51,7 @@ pub mod layer;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod policy;
+pub mod scope;
 pub mod sign;
 #[cfg(any(feature = "client", feature = "mock"))]
 pub mod types;
@@ -66,6 +67,7 @@ pub use layer::privy::{Identity, IdentityLayer};
 pub use policy::{
     Accepts, AuthMode, AuthPolicy, AuthPolicyLayer, PolicyError, RouteTable, SelectedAuth,
 };
+pub use scope::Scope;
 pub use sign::{Signature, Timestamp};
 
 /// The error type of the layers, as tower expects: a boxed typed error

@@ -71,6 +71,7 @@ use tower_service::Service;
 use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken, SharedCredentials};
 use crate::headers::{IDENTITY, X_API_KEY};
 use crate::layer::ResponseFuture;
+use crate::scope::Scope;
 
 /// How a request is authenticated.
 ///
@@ -345,6 +346,65 @@ impl MethodKey {
     }
 }
 
+/// The token scopes a route requires of an HMAC token: all of a list, plus one more when a
+/// JSON body field is `true` (creating a partner account with a server wallet needs
+/// `delegated_signing` on top of `account_creation`).
+///
+/// ```
+/// use limitless_auth::{Scope, policy::ScopeRequirement};
+///
+/// let create = ScopeRequirement::all([Scope::AccountCreation])
+///     .when_body_flag("createServerWallet", Scope::DelegatedSigning);
+/// assert_eq!(create.scopes(), &[Scope::AccountCreation]);
+/// assert_eq!(create.body_flag(), Some(("createServerWallet", &Scope::DelegatedSigning)));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeRequirement {
+    scopes: Vec<Scope>,
+    body_flag: Option<(Box<str>, Scope)>,
+}
+
+impl ScopeRequirement {
+    /// Every scope in `scopes`.
+    pub fn all(scopes: impl IntoIterator<Item = Scope>) -> Self {
+        Self {
+            scopes: scopes.into_iter().collect(),
+            body_flag: None,
+        }
+    }
+
+    /// Also `scope` when the request's JSON body has `field: true`.
+    pub fn when_body_flag(mut self, field: &str, scope: Scope) -> Self {
+        self.body_flag = Some((field.into(), scope));
+        self
+    }
+
+    /// The scopes always required.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// The body field and the scope it adds, if any.
+    pub fn body_flag(&self) -> Option<(&str, &Scope)> {
+        self.body_flag.as_ref().map(|(f, s)| (&**f, s))
+    }
+
+    /// The first required scope `held` lacks, leaving the body flag out.
+    fn missing_always(&self, held: &[Scope]) -> Option<&Scope> {
+        self.scopes.iter().find(|s| !held.contains(s))
+    }
+
+    /// The scope the body flag adds when `body` sets it and `held` lacks it.
+    pub(crate) fn missing_for_body(&self, held: &[Scope], body: &[u8]) -> Option<&Scope> {
+        let (field, scope) = self.body_flag.as_ref()?;
+        if held.contains(scope) {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        (value.get(&**field) == Some(&serde_json::Value::Bool(true))).then_some(scope)
+    }
+}
+
 /// How one request was classified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteMatch<'a> {
@@ -376,6 +436,10 @@ pub struct RouteMatch<'a> {
 #[derive(Clone, Debug)]
 pub struct RouteTable {
     rules: Vec<Rule>,
+    /// Scope requirements of HMAC requests, most recent last.
+    scope_rules: Vec<(Option<MethodKey>, RoutePattern, Arc<ScopeRequirement>)>,
+    /// Headers never sent to a route, most recent last.
+    strip_rules: Vec<(Option<MethodKey>, RoutePattern, HeaderName)>,
     /// For each standard method, the rules that can match it (its own and those for any
     /// method), most recent first: a request checks only these.
     by_method: [Vec<u16>; STANDARD_METHODS.len()],
@@ -387,6 +451,8 @@ impl RouteTable {
     pub fn new(fallback: Accepts) -> Self {
         Self {
             rules: Vec::new(),
+            scope_rules: Vec::new(),
+            strip_rules: Vec::new(),
             by_method: Default::default(),
             fallback,
         }
@@ -396,14 +462,30 @@ impl RouteTable {
     ///
     /// | accepts | routes |
     /// |---|---|
-    /// | Privy only | `GET /auth/api-tokens/capabilities`, `POST /auth/api-tokens/derive`, `POST /portfolio/withdrawal-addresses`, `DELETE /portfolio/withdrawal-addresses/{address}` |
-    /// | Privy or HMAC | `POST /amm/allowances/check`, `POST /amm/allowances/approve`, `POST /amm/buy`, `POST /amm/sell`, `POST /portfolio/withdraw` |
+    /// | Privy only | `GET /auth/api-tokens/capabilities`, `POST /auth/api-tokens/derive`, `POST /portfolio/withdrawal-addresses`, `DELETE /portfolio/withdrawal-addresses/{address}`, `POST` and `DELETE /auth/api-keys/**` (legacy key management: the API refuses HMAC and keys there) |
+    /// | Privy or HMAC | `POST /amm/allowances/check`, `POST /amm/allowances/approve`, `POST /amm/buy`, `POST /amm/sell`, `POST /portfolio/withdraw`, `POST /portfolio/redeem` (legacy keys are not supported on server-wallet operations) |
     /// | HMAC only | any method on `/profiles/partner-accounts/**` |
     /// | HMAC or API key | everything else |
+    ///
+    /// Scopes an HMAC token needs ([`RouteTable::required_scopes`]):
+    ///
+    /// | scopes | routes |
+    /// |---|---|
+    /// | `trading` | `POST` and `DELETE /orders/**`, `POST /portfolio/redeem` |
+    /// | `withdrawal` | `POST /portfolio/withdraw` |
+    /// | `trading` + `delegated_signing` | any method on `/amm/**` |
+    /// | `account_creation` | `GET /profiles/partner-accounts`; `POST /profiles/partner-accounts` (+ `delegated_signing` when the body has `"createServerWallet": true`) |
+    /// | `account_creation` + `delegated_signing` | `GET /profiles/partner-accounts/{id}/allowances`, `POST /profiles/partner-accounts/{id}/allowances/retry` |
+    ///
+    /// `x-on-behalf-of` is removed from `GET /profiles/partner-accounts`: the API's docs say not
+    /// to send it there (the listing is always scoped to the authenticated partner).
     pub fn limitless() -> Self {
         let privy_or_hmac = Accepts::PRIVY | Accepts::HMAC;
-        let rules: [(Option<Method>, &str, Accepts); 10] = [
+        let rules: [(Option<Method>, &str, Accepts); 13] = [
             (None, "/profiles/partner-accounts/**", Accepts::HMAC),
+            (Some(Method::POST), "/portfolio/redeem", privy_or_hmac),
+            (Some(Method::POST), "/auth/api-keys/**", Accepts::PRIVY),
+            (Some(Method::DELETE), "/auth/api-keys/**", Accepts::PRIVY),
             (Some(Method::POST), "/amm/allowances/check", privy_or_hmac),
             (Some(Method::POST), "/amm/allowances/approve", privy_or_hmac),
             (Some(Method::POST), "/amm/buy", privy_or_hmac),
@@ -436,7 +518,72 @@ impl RouteTable {
                 .add_route(method, pattern, accepts)
                 .expect("built-in patterns are valid");
         }
+        let (trading, creation, delegated, withdrawal) = (
+            Scope::Trading,
+            Scope::AccountCreation,
+            Scope::DelegatedSigning,
+            Scope::Withdrawal,
+        );
+        let scoped: [(Option<Method>, &str, ScopeRequirement); 9] = [
+            (
+                Some(Method::POST),
+                "/orders/**",
+                ScopeRequirement::all([trading.clone()]),
+            ),
+            (
+                Some(Method::DELETE),
+                "/orders/**",
+                ScopeRequirement::all([trading.clone()]),
+            ),
+            (
+                Some(Method::POST),
+                "/portfolio/redeem",
+                ScopeRequirement::all([trading.clone()]),
+            ),
+            (
+                Some(Method::POST),
+                "/portfolio/withdraw",
+                ScopeRequirement::all([withdrawal]),
+            ),
+            (
+                None,
+                "/amm/**",
+                ScopeRequirement::all([trading, delegated.clone()]),
+            ),
+            (
+                Some(Method::GET),
+                "/profiles/partner-accounts",
+                ScopeRequirement::all([creation.clone()]),
+            ),
+            (
+                Some(Method::POST),
+                "/profiles/partner-accounts",
+                ScopeRequirement::all([creation.clone()])
+                    .when_body_flag("createServerWallet", delegated.clone()),
+            ),
+            (
+                Some(Method::GET),
+                "/profiles/partner-accounts/{id}/allowances",
+                ScopeRequirement::all([creation.clone(), delegated.clone()]),
+            ),
+            (
+                Some(Method::POST),
+                "/profiles/partner-accounts/{id}/allowances/retry",
+                ScopeRequirement::all([creation, delegated]),
+            ),
+        ];
+        for (method, pattern, scopes) in scoped {
+            table
+                .require_scopes(method, pattern, scopes)
+                .expect("built-in patterns are valid");
+        }
         table
+            .strip_header(
+                Some(Method::GET),
+                "/profiles/partner-accounts",
+                HeaderName::from_static("x-on-behalf-of"),
+            )
+            .expect("built-in patterns are valid")
     }
 
     /// Adds a rule; it takes precedence over rules added before it.
@@ -477,6 +624,96 @@ impl RouteTable {
     ) -> Result<Self, RouteError> {
         self.add_route(method, pattern, accepts)?;
         Ok(self)
+    }
+
+    /// Requires `scopes` of the HMAC tokens sent to matching routes; a later requirement takes
+    /// precedence over an earlier one that matches the same request. Checked when a token's
+    /// scopes are known ([`HmacCredentials::with_scopes`]): a request whose token lacks one
+    /// fails locally with [`PolicyError::MissingScope`].
+    pub fn require_scopes(
+        &mut self,
+        method: Option<Method>,
+        pattern: &str,
+        scopes: ScopeRequirement,
+    ) -> Result<&mut Self, RouteError> {
+        let pattern = RoutePattern::parse(pattern)?;
+        self.scope_rules.push((
+            method.as_ref().map(MethodKey::of),
+            pattern,
+            Arc::new(scopes),
+        ));
+        Ok(self)
+    }
+
+    /// [`RouteTable::require_scopes`], builder style.
+    pub fn with_scopes(
+        mut self,
+        method: Option<Method>,
+        pattern: &str,
+        scopes: ScopeRequirement,
+    ) -> Result<Self, RouteError> {
+        self.require_scopes(method, pattern, scopes)?;
+        Ok(self)
+    }
+
+    /// Never sends the header `name` to matching routes: the policy removes it.
+    pub fn strip_header(
+        mut self,
+        method: Option<Method>,
+        pattern: &str,
+        name: HeaderName,
+    ) -> Result<Self, RouteError> {
+        let pattern = RoutePattern::parse(pattern)?;
+        self.strip_rules
+            .push((method.as_ref().map(MethodKey::of), pattern, name));
+        Ok(self)
+    }
+
+    /// The scopes an HMAC token needs for a request, if the route requires any.
+    pub fn required_scopes(&self, method: &Method, path: &str) -> Option<&ScopeRequirement> {
+        let key = MethodKey::of(method);
+        self.scope_rules
+            .iter()
+            .rev()
+            .find(|(m, p, _)| m.as_ref().is_none_or(|m| *m == key) && p.matches(path))
+            .map(|(_, _, r)| &**r)
+    }
+
+    fn required_scopes_arc(&self, method: &Method, path: &str) -> Option<&Arc<ScopeRequirement>> {
+        let key = MethodKey::of(method);
+        self.scope_rules
+            .iter()
+            .rev()
+            .find(|(m, p, _)| m.as_ref().is_none_or(|m| *m == key) && p.matches(path))
+            .map(|(_, _, r)| r)
+    }
+
+    /// Removes from `req` the headers its route must not receive. Costs nothing unless the
+    /// request carries one of the headers some route strips.
+    fn strip_route_headers<B>(&self, req: &mut Request<B>) {
+        loop {
+            let headers = req.headers();
+            if headers.is_empty() {
+                return;
+            }
+            let path = req.uri().path();
+            let route = req
+                .extensions()
+                .get::<RoutePrefix>()
+                .map_or(path, |p| p.route(path));
+            let found = self.strip_rules.iter().find(|(m, p, name)| {
+                headers.contains_key(name)
+                    && m.as_ref().is_none_or(|m| *m == MethodKey::of(req.method()))
+                    && p.matches(route)
+            });
+            match found {
+                Some((_, _, name)) => {
+                    let name = name.clone();
+                    req.headers_mut().remove(&name);
+                }
+                None => return,
+            }
+        }
     }
 
     /// Sets what routes no rule matches accept.
@@ -628,7 +865,9 @@ pub struct SelectedAuth {
 /// What was chosen, with the credential to use.
 #[derive(Clone, Debug)]
 pub(crate) enum Selected {
-    Hmac(HmacCredentials),
+    /// With the route's scope requirement when it depends on the body (the signing layer, which
+    /// reads the body, checks it).
+    Hmac(HmacCredentials, Option<Arc<ScopeRequirement>>),
     Privy(IdentityToken),
     /// The `x-api-key` header has been set by the policy.
     ApiKey,
@@ -638,7 +877,7 @@ pub(crate) enum Selected {
 impl Selected {
     pub(crate) fn mode(&self) -> AuthMode {
         match self {
-            Self::Hmac(_) => AuthMode::Hmac,
+            Self::Hmac(..) => AuthMode::Hmac,
             Self::Privy(_) => AuthMode::Privy,
             Self::ApiKey => AuthMode::ApiKey,
             Self::None => AuthMode::None,
@@ -718,6 +957,21 @@ pub enum PolicyError {
         /// What the route accepts.
         accepts: Accepts,
     },
+    /// The route needs a scope that the HMAC token is known not to hold.
+    #[error(
+        "{method} {path} needs the {scope} scope, which the HMAC token {token} does not hold; \
+         nothing was sent"
+    )]
+    MissingScope {
+        /// The request's method.
+        method: Method,
+        /// The request's path (without the query).
+        path: String,
+        /// The scope missing.
+        scope: Scope,
+        /// The token, by the last characters of its id.
+        token: String,
+    },
     /// The identity token the route needs has expired (by the stack's clock, which the client
     /// corrects by the offset it measured from the server).
     #[error(
@@ -763,6 +1017,20 @@ impl PolicyError {
             method: method.clone(),
             path: display_path(uri.path()).into_owned(),
             accepts,
+        }
+    }
+
+    pub(crate) fn missing_scope(
+        method: &Method,
+        uri: &http::Uri,
+        scope: &Scope,
+        creds: &HmacCredentials,
+    ) -> Self {
+        Self::MissingScope {
+            method: method.clone(),
+            path: display_path(uri.path()).into_owned(),
+            scope: scope.clone(),
+            token: creds.token_hint(),
         }
     }
 
@@ -950,6 +1218,7 @@ impl PolicyConfig {
     /// the decision out.
     pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<Selected, PolicyError> {
         strip_auth_headers(req.headers_mut());
+        self.table.strip_route_headers(req);
         let creds = match req.extensions().get::<CredentialsSnapshot>() {
             Some(snapshot) => snapshot.0.clone(),
             None => self.credentials.load(),
@@ -959,11 +1228,13 @@ impl PolicyConfig {
         tracing::Span::current().record("mode", tracing::field::display(mode));
         let ext = req.extensions();
         Ok(match mode {
-            AuthMode::Hmac => ext
-                .get::<HmacCredentials>()
-                .or(creds.hmac.as_ref())
-                .cloned()
-                .map_or(Selected::None, Selected::Hmac),
+            AuthMode::Hmac => match ext.get::<HmacCredentials>().or(creds.hmac.as_ref()) {
+                Some(hmac) => {
+                    let body_rule = self.check_scopes(req, hmac)?;
+                    Selected::Hmac(hmac.clone(), body_rule)
+                }
+                None => Selected::None,
+            },
             AuthMode::Privy => ext
                 .get::<IdentityToken>()
                 .or(creds.identity.as_ref())
@@ -979,6 +1250,36 @@ impl PolicyConfig {
             },
             AuthMode::None => Selected::None,
         })
+    }
+
+    /// Checks the route's scope requirement against the scopes `hmac` is known to hold (nothing
+    /// to check when they are unknown). Returns the requirement when it also depends on the
+    /// body, for the signing layer to finish.
+    fn check_scopes<B>(
+        &self,
+        req: &Request<B>,
+        hmac: &HmacCredentials,
+    ) -> Result<Option<Arc<ScopeRequirement>>, PolicyError> {
+        let Some(held) = hmac.scopes() else {
+            return Ok(None);
+        };
+        let path = req.uri().path();
+        let route = req
+            .extensions()
+            .get::<RoutePrefix>()
+            .map_or(path, |p| p.route(path));
+        let Some(required) = self.table.required_scopes_arc(req.method(), route) else {
+            return Ok(None);
+        };
+        if let Some(scope) = required.missing_always(held) {
+            return Err(PolicyError::missing_scope(
+                req.method(),
+                req.uri(),
+                scope,
+                hmac,
+            ));
+        }
+        Ok(required.body_flag.is_some().then(|| required.clone()))
     }
 
     /// The mode the policy picks for `req` with `creds` (and any credentials in the request's

@@ -7,82 +7,14 @@
 use std::fmt;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::credentials::{CredentialError, HmacCredentials};
 
 /// Longest token label the API accepts, in characters.
 pub const MAX_LABEL_CHARS: usize = 128;
 
-/// A permission an API token can carry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Scope {
-    /// `trading`: place and cancel orders.
-    Trading,
-    /// `account_creation`: create partner sub-accounts.
-    AccountCreation,
-    /// `delegated_signing`: sign orders on behalf of sub-accounts (requires `trading`).
-    DelegatedSigning,
-    /// `withdrawal`: withdraw funds.
-    Withdrawal,
-    /// A scope this version of the crate does not know, kept verbatim.
-    Other(String),
-}
-
-impl Scope {
-    /// The scope's wire name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Trading => "trading",
-            Self::AccountCreation => "account_creation",
-            Self::DelegatedSigning => "delegated_signing",
-            Self::Withdrawal => "withdrawal",
-            Self::Other(s) => s,
-        }
-    }
-
-    /// Parses a wire name; unknown names become [`Scope::Other`].
-    pub fn parse(name: &str) -> Self {
-        match name {
-            "trading" => Self::Trading,
-            "account_creation" => Self::AccountCreation,
-            "delegated_signing" => Self::DelegatedSigning,
-            "withdrawal" => Self::Withdrawal,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-
-    /// Whether this is one of the scopes this crate knows.
-    pub fn is_known(&self) -> bool {
-        !matches!(self, Self::Other(_))
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<&str> for Scope {
-    fn from(name: &str) -> Self {
-        Self::parse(name)
-    }
-}
-
-impl Serialize for Scope {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Scope {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Ok(Self::parse(&name))
-    }
-}
+pub use crate::scope::Scope;
 
 /// `GET /auth/api-tokens/capabilities`: what the caller's profile may do with API tokens.
 ///
@@ -219,7 +151,10 @@ impl DerivedToken {
 
     /// Signing credentials for this token (`apiKey` with the decoded secret).
     pub fn credentials(&self) -> Result<HmacCredentials, CredentialError> {
-        HmacCredentials::new(&self.api_key, self.secret.expose_secret())
+        Ok(
+            HmacCredentials::new(&self.api_key, self.secret.expose_secret())?
+                .with_scopes(self.scopes.iter().cloned()),
+        )
     }
 }
 

@@ -594,8 +594,12 @@ mod against_the_mock {
             })
             .collect();
         let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["LMTS_TOKEN_ID", "LMTS_TOKEN_SECRET"]);
+        assert_eq!(
+            names,
+            ["LMTS_TOKEN_ID", "LMTS_TOKEN_SECRET", "LMTS_TOKEN_SCOPES"]
+        );
         assert_ne!(exports[0].1, PARTNER_TOKEN_ID);
+        assert_eq!(exports[2].1, "trading");
         assert!(text(&out.stderr).contains("which is revoked"));
         // The new credentials work; the old ones are revoked.
         let out = lmts_async(
@@ -614,6 +618,57 @@ mod against_the_mock {
         .await;
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains("derive step"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn token_scopes_and_denied_scopes_from_the_environment() {
+        let mock = MockServer::start().await.expect("mock");
+        let base = mock.base_url();
+        let with = |extra: &[(&str, &str)]| {
+            let mut env = vec![
+                ("LMTS_TOKEN_ID".to_owned(), PARTNER_TOKEN_ID.to_owned()),
+                (
+                    "LMTS_TOKEN_SECRET".to_owned(),
+                    PARTNER_TOKEN_SECRET.to_owned(),
+                ),
+            ];
+            env.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            env
+        };
+        let withdraw = strings(&[
+            "request",
+            "POST",
+            "/portfolio/withdraw",
+            "--body",
+            "{}",
+            "--base-url",
+            &base,
+        ]);
+        // Known scopes without `withdrawal`: refused locally, exit 2.
+        let out = lmts_async(withdraw.clone(), with(&[("LMTS_TOKEN_SCOPES", "trading")])).await;
+        assert_local_error(&out, "needs the withdrawal scope");
+        assert_eq!(mock.request_count(), 0);
+        // Unknown scopes: sent, and the server refuses it (exit 1).
+        let out = lmts_async(withdraw, with(&[])).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("Requires apiToken auth with withdrawal scope"));
+        // A denied scope the token holds: learned, then refused, exit 2.
+        let out = lmts_async(
+            strings(&["tokens", "list", "--base-url", &base]),
+            with(&[("LMTS_DENY_SCOPES", "delegated_signing")]),
+        )
+        .await;
+        assert_local_error(&out, "holds the delegated_signing scope");
+        let out = lmts_async(
+            strings(&["tokens", "list", "--base-url", &base]),
+            with(&[("LMTS_DENY_SCOPES", "withdrawal")]),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,6 +746,8 @@ fn every_help_names_its_variables_and_the_exit_statuses() {
     let network = [
         "LMTS_TOKEN_ID",
         "LMTS_TOKEN_SECRET",
+        "LMTS_TOKEN_SCOPES",
+        "LMTS_DENY_SCOPES",
         "LIMITLESS_IDENTITY_TOKEN",
         "LIMITLESS_API_KEY",
         "LIMITLESS_API_URL",

@@ -17,7 +17,9 @@ use http::Method;
 use http::uri::PathAndQuery;
 use limitless_auth::client::{self, Client};
 use limitless_auth::clock::SystemClock;
-use limitless_auth::credentials::{ENV_IDENTITY_TOKEN, ENV_TOKEN_ID, ENV_TOKEN_SECRET};
+use limitless_auth::credentials::{
+    ENV_IDENTITY_TOKEN, ENV_TOKEN_ID, ENV_TOKEN_SCOPES, ENV_TOKEN_SECRET,
+};
 use limitless_auth::mock::{
     MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET, USER_IDENTITY,
 };
@@ -27,6 +29,8 @@ use secrecy::ExposeSecret as _;
 
 /// Environment variable holding the API base URL.
 const ENV_API_URL: &str = "LIMITLESS_API_URL";
+/// Environment variable holding the scopes the HMAC token must not hold.
+const ENV_DENY_SCOPES: &str = "LMTS_DENY_SCOPES";
 
 /// The largest request body read from `--body`, `--body-file` or standard input.
 const BODY_LIMIT: usize = limitless_auth::DEFAULT_BODY_LIMIT;
@@ -43,6 +47,11 @@ Exit status:
 const NETWORK_HELP: &str = "\
 Environment:
   LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token (id and base64 secret)
+  LMTS_TOKEN_SCOPES                 the HMAC token's scopes, comma-separated (optional): a
+                                    request the token may not make is refused locally
+  LMTS_DENY_SCOPES                  scopes the HMAC token must not hold, comma-separated
+                                    (optional; e.g. withdrawal): requests with a token that
+                                    holds one are refused; unknown scopes are learned first
   LIMITLESS_IDENTITY_TOKEN          Privy identity token (Privy-only routes)
   LIMITLESS_API_KEY                 legacy API key
   LIMITLESS_API_URL                 base URL when --base-url is not given
@@ -463,10 +472,12 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
                 .map_err(Failure::from_client)?;
             let new = &rotation.token;
             // The new secret goes out first: only once it is stored is the old token revoked.
+            let scopes: Vec<&str> = new.scopes.iter().map(Scope::as_str).collect();
             let exports = format!(
-                "export {ENV_TOKEN_ID}={}\nexport {ENV_TOKEN_SECRET}={}\n",
+                "export {ENV_TOKEN_ID}={}\nexport {ENV_TOKEN_SECRET}={}\nexport {ENV_TOKEN_SCOPES}={}\n",
                 new.token_id,
-                new.secret().expose_secret()
+                new.secret().expose_secret(),
+                scopes.join(",")
             );
             write_stdout(exports.as_bytes()).map_err(|f| {
                 Failure::sent(format!(
@@ -547,6 +558,12 @@ async fn connect(target: &Target) -> Result<(Client, Option<MockServer>), Failur
         (url, None)
     };
     let mut builder = Client::builder().base_url(base_url).credentials(creds);
+    if let Some(deny) = std::env::var_os(ENV_DENY_SCOPES) {
+        let deny = deny
+            .into_string()
+            .map_err(|_| Failure::local(format!("{ENV_DENY_SCOPES} is not valid UTF-8")))?;
+        builder = builder.deny_scopes(limitless_auth::scope::parse_list(&deny));
+    }
     if let Some(timeout) = target.timeout {
         builder = builder.timeout(Some(timeout));
     }

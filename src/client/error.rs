@@ -77,6 +77,21 @@ pub enum Error {
     /// failed to give a fresh identity token; nothing was sent.
     #[error("the identity source failed: {}; nothing was sent", Chain(&**.0))]
     IdentitySource(#[source] BoxError),
+    /// The HMAC token holds a scope the client denies
+    /// ([`ClientBuilder::deny_scopes`](super::ClientBuilder::deny_scopes)); nothing was sent.
+    #[error(
+        "the HMAC token {token} holds the {scope} scope, which this client denies; nothing was sent"
+    )]
+    ScopeDenied {
+        /// The denied scope the token holds.
+        scope: crate::Scope,
+        /// The token, by the last characters of its id.
+        token: String,
+    },
+    /// With denied scopes, the client could not learn the HMAC token's scopes, and so refuses
+    /// to send with it (fail closed); the request was not sent.
+    #[error("the HMAC token's scopes could not be learned, so nothing was sent: {0}")]
+    ScopesUnknown(#[source] Box<Error>),
     /// No connection could be made; the request was not sent.
     #[error("could not connect: {}", Chain(&**.0))]
     Connect(#[source] BoxError),
@@ -230,6 +245,8 @@ impl Error {
                     | Self::Body(_)
                     | Self::Signing(_)
                     | Self::IdentitySource(_)
+                    | Self::ScopeDenied { .. }
+                    | Self::ScopesUnknown(_)
                     | Self::Connect(_)
             ),
         }

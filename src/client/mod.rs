@@ -403,6 +403,7 @@ pub struct ClientBuilder {
     identity_source: Option<IdentitySource>,
     identity_margin: Duration,
     rotation_proof: Duration,
+    deny_scopes: Vec<Scope>,
     timeout: Option<Duration>,
     transport: TransportConfig,
     user_agent: String,
@@ -423,6 +424,7 @@ impl Default for ClientBuilder {
             identity_source: None,
             identity_margin: Duration::from_secs(60),
             rotation_proof: Duration::from_secs(120),
+            deny_scopes: Vec::new(),
             timeout: Some(Duration::from_secs(30)),
             transport: TransportConfig::default(),
             user_agent: USER_AGENT.to_owned(),
@@ -507,6 +509,26 @@ impl ClientBuilder {
     /// How long before its expiry an identity token is refreshed (default 60 s).
     pub fn identity_refresh_margin(mut self, margin: Duration) -> Self {
         self.identity_margin = margin;
+        self
+    }
+
+    /// Least privilege: refuses to send any HMAC request with a token known to hold one of
+    /// `scopes` ([`Error::ScopeDenied`], nothing sent). When the token's scopes are unknown,
+    /// the client learns them once (single-flight) from `GET /auth/api-tokens` before its first
+    /// HMAC request, and fails closed ([`Error::ScopesUnknown`]) if it cannot.
+    ///
+    /// ```no_run
+    /// use limitless_auth::{Credentials, Scope, client::Client};
+    ///
+    /// // A trading bot that must never be able to withdraw.
+    /// let bot = Client::builder()
+    ///     .credentials(Credentials::from_env()?)
+    ///     .deny_scopes([Scope::Withdrawal])
+    ///     .build()?;
+    /// # Ok::<(), limitless_auth::client::Error>(())
+    /// ```
+    pub fn deny_scopes(mut self, scopes: impl IntoIterator<Item = Scope>) -> Self {
+        self.deny_scopes = scopes.into_iter().collect();
         self
     }
 
@@ -652,6 +674,8 @@ impl ClientBuilder {
                 identity_margin: self.identity_margin,
                 refresh: tokio::sync::Mutex::new(()),
                 rotation_proof: self.rotation_proof,
+                deny_scopes: self.deny_scopes,
+                learning: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -702,7 +726,14 @@ struct Inner {
     /// Held while the identity source runs: refreshes are single-flight.
     refresh: tokio::sync::Mutex<()>,
     rotation_proof: Duration,
+    deny_scopes: Vec<Scope>,
+    /// Held while the token's scopes are learned: single-flight.
+    learning: tokio::sync::Mutex<()>,
 }
+
+/// Marks the client's own `GET /auth/api-tokens` that learns a token's scopes.
+#[derive(Clone, Copy, Debug)]
+struct LearningScopes;
 
 /// The future of an identity source.
 type IdentityFuture =
@@ -821,6 +852,131 @@ impl Inner {
     }
 }
 
+impl Client {
+    /// Least privilege: refuses an HMAC request whose token holds a denied scope, learning the
+    /// token's scopes first when they are unknown. Returns the credentials to send with (with
+    /// the scopes, once learned).
+    async fn guard_scopes_of(
+        &self,
+        req: &Request<Full<Bytes>>,
+        mut creds: Arc<Credentials>,
+    ) -> Result<Arc<Credentials>, Error> {
+        let inner = &*self.inner;
+        if !matches!(inner.policy.choose(req, &creds), Ok(AuthMode::Hmac)) {
+            return Ok(creds);
+        }
+        let overridden = req.extensions().get::<HmacCredentials>().cloned();
+        let Some(hmac) = overridden.clone().or_else(|| creds.hmac.clone()) else {
+            return Ok(creds);
+        };
+        let scopes = match hmac.scopes() {
+            Some(known) => known.to_vec(),
+            None => {
+                let _single_flight = inner.learning.lock().await;
+                // Learned by another request while this one waited?
+                let current = inner.credentials.load();
+                let learned = current
+                    .hmac
+                    .as_ref()
+                    .filter(|h| overridden.is_none() && h.token_id() == hmac.token_id())
+                    .and_then(|h| h.scopes().map(<[Scope]>::to_vec));
+                match learned {
+                    Some(scopes) => {
+                        creds = current;
+                        scopes
+                    }
+                    None => {
+                        let scopes = self
+                            .learn_scopes(&hmac)
+                            .await
+                            .map_err(|e| Error::ScopesUnknown(Box::new(e)))?;
+                        if overridden.is_none() {
+                            let scoped = hmac.with_scopes(scopes.iter().cloned());
+                            inner.credentials.update(|c| {
+                                if c.hmac
+                                    .as_ref()
+                                    .is_some_and(|h| h.token_id() == hmac.token_id())
+                                {
+                                    c.clone().with_hmac(scoped.clone())
+                                } else {
+                                    c.clone()
+                                }
+                            });
+                            creds = inner.credentials.load();
+                        }
+                        scopes
+                    }
+                }
+            }
+        };
+        match inner.deny_scopes.iter().find(|d| scopes.contains(d)) {
+            Some(denied) => Err(Error::ScopeDenied {
+                scope: denied.clone(),
+                token: hmac.token_hint(),
+            }),
+            None => Ok(creds),
+        }
+    }
+
+    /// The scopes of `hmac`, from `GET /auth/api-tokens` signed with it.
+    async fn learn_scopes(&self, hmac: &HmacCredentials) -> Result<Vec<Scope>, Error> {
+        let mut req = json_request(Method::GET, "/auth/api-tokens", None)?;
+        req.extensions_mut().insert(hmac.clone());
+        req.extensions_mut().insert(AuthMode::Hmac);
+        req.extensions_mut().insert(LearningScopes);
+        // Straight down the stack (not through `send`, which would guard this request too).
+        let mut prepared = self.prepare(req)?;
+        prepared
+            .req
+            .extensions_mut()
+            .insert(CredentialsSnapshot(prepared.creds));
+        let timeout = prepared.timeout;
+        let resp = self
+            .inner
+            .call(prepared.req, timeout)
+            .await
+            .map_err(|e| Error::from_stack(e, timeout))?;
+        let tokens: Vec<ApiToken> = ApiResponse::from_response(resp)
+            .error_for_status()?
+            .json()?;
+        tokens
+            .into_iter()
+            .find(|t| t.token_id == hmac.token_id())
+            .map(|t| t.scopes)
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "the token {} is not among the profile's active tokens",
+                    hmac.token_hint()
+                ))
+            })
+    }
+
+    /// Learns the scopes of the client's HMAC token from `GET /auth/api-tokens` and keeps
+    /// them with it, so that the route policy refuses locally what the token may not do.
+    pub async fn refresh_token_scopes(&self) -> Result<Vec<Scope>, Error> {
+        let Some(hmac) = self.inner.credentials.load().hmac.clone() else {
+            return Err(Error::Policy(PolicyError::MissingCredential {
+                method: Method::GET,
+                path: "/auth/api-tokens".to_owned(),
+                accepts: crate::Accepts::HMAC,
+            }));
+        };
+        let scopes = self.learn_scopes(&hmac).await?;
+        let scoped = hmac.with_scopes(scopes.iter().cloned());
+        self.inner.credentials.update(|c| {
+            if c.hmac
+                .as_ref()
+                .is_some_and(|h| h.token_id() == hmac.token_id())
+            {
+                c.clone().with_hmac(scoped.clone())
+            } else {
+                c.clone()
+            }
+        });
+        Ok(scopes)
+    }
+}
+
 /// A copy of `req`: the body shared, headers and extensions copied.
 fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     let mut copy = Request::new(req.body().clone());
@@ -896,10 +1052,15 @@ impl Client {
         let inner = &*self.inner;
         let prepared = req.and_then(|req| self.prepare(req));
         async move {
-            let prepared = match prepared {
+            let mut prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => return Err(e),
             };
+            if !inner.deny_scopes.is_empty()
+                && prepared.req.extensions().get::<LearningScopes>().is_none()
+            {
+                prepared.creds = self.guard_scopes_of(&prepared.req, prepared.creds).await?;
+            }
             #[cfg(feature = "tracing")]
             let span = prepared.span;
             #[cfg(not(feature = "tracing"))]

@@ -9,7 +9,7 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::hmac::{SigningFuture, sign_then_call};
+use super::hmac::{Signer, SigningFuture, sign_then_call};
 #[cfg(doc)]
 use super::{hmac::HmacSigningLayer, privy::IdentityLayer};
 use crate::BoxError;
@@ -162,8 +162,9 @@ where
             },
         };
         match selected {
-            Selected::Hmac(creds) => {
-                sign_then_call(&mut self.inner, req, creds, &self.clock, self.body_limit)
+            Selected::Hmac(creds, body_rule) => {
+                let signer = Signer { creds, body_rule };
+                sign_then_call(&mut self.inner, req, signer, &self.clock, self.body_limit)
             }
             Selected::Privy(token) => {
                 let now = self.clock.now_millis();

@@ -63,8 +63,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::credentials::{HmacCredentials, SharedCredentials, sensitive_header};
 use crate::headers::{IDENTITY, LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP, X_API_KEY};
 use crate::layer::Own;
-use crate::policy::{Accepts, AuthMode, PolicyError, RoutePrefix, Selected, SelectedAuth, refused};
+use crate::policy::{
+    Accepts, AuthMode, PolicyError, RoutePrefix, ScopeRequirement, Selected, SelectedAuth, refused,
+};
 use crate::sign::{Timestamp, TimestampError};
+use std::sync::Arc;
 
 /// A request could not be signed; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,18 +180,19 @@ pub(crate) fn has_header(headers: &HeaderMap, names: [&http::HeaderName; 2]) -> 
     !headers.is_empty() && names.iter().any(|n| get_unhashed(headers, n).is_some())
 }
 
-/// With which credentials to sign `req`: `Ok(None)` to pass it on untouched.
-fn signer<B>(
-    req: &Request<B>,
-    own: &Own<HmacCredentials>,
-) -> Result<Option<HmacCredentials>, PolicyError> {
+/// With which credentials to sign `req` (and the route's scope requirement when it depends on
+/// the body): `Ok(None)` to pass it on untouched.
+fn signer<B>(req: &Request<B>, own: &Own<HmacCredentials>) -> Result<Option<Signer>, PolicyError> {
     let ext = req.extensions();
     if let Some(decision) = ext.get::<SelectedAuth>() {
         // Below a policy: carry out its decision, and nothing else.
         return Ok(match &decision.selected {
-            Selected::Hmac(creds) => {
+            Selected::Hmac(creds, body_rule) => {
                 decision.claim();
-                Some(creds.clone())
+                Some(Signer {
+                    creds: creds.clone(),
+                    body_rule: body_rule.clone(),
+                })
             }
             _ => None,
         });
@@ -215,8 +219,37 @@ fn signer<B>(
     ext.get::<HmacCredentials>()
         .cloned()
         .or_else(own)
-        .map(Some)
+        .map(|creds| {
+            Some(Signer {
+                creds,
+                body_rule: None,
+            })
+        })
         .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::HMAC))
+}
+
+/// What to sign a request with.
+pub(crate) struct Signer {
+    pub(crate) creds: HmacCredentials,
+    /// The route's scope requirement, when it depends on the body.
+    pub(crate) body_rule: Option<Arc<ScopeRequirement>>,
+}
+
+/// Signs `req` with `body`, after checking a body-dependent scope requirement.
+fn check_and_apply<B, C: Clock>(
+    req: &mut Request<B>,
+    signer: &Signer,
+    clock: &C,
+    body: &[u8],
+) -> Result<(), BoxError> {
+    if let Some(rule) = &signer.body_rule
+        && let Some(held) = signer.creds.scopes()
+        && let Some(scope) = rule.missing_for_body(held, body)
+    {
+        let e = PolicyError::missing_scope(req.method(), req.uri(), scope, &signer.creds);
+        return Err(refused(e));
+    }
+    apply(req, &signer.creds, clock, body).map_err(Into::into)
 }
 
 /// The request-target hyper will send: `path_and_query` in origin form.
@@ -296,8 +329,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match signer(&req, &self.credentials) {
-            Ok(Some(creds)) => {
-                sign_then_call(&mut self.inner, req, creds, &self.clock, self.body_limit)
+            Ok(Some(signer)) => {
+                sign_then_call(&mut self.inner, req, signer, &self.clock, self.body_limit)
             }
             Ok(None) => SigningFuture::calling(self.inner.call(req)),
             Err(e) => SigningFuture::failed(refused(e)),
@@ -311,7 +344,7 @@ where
 pub(crate) fn sign_then_call<S, B, C>(
     inner: &mut S,
     mut req: Request<B>,
-    creds: HmacCredentials,
+    signer: Signer,
     clock: &C,
     limit: usize,
 ) -> SigningFuture<S, B, C>
@@ -330,12 +363,12 @@ where
     // whatever the waker: sign now.
     let noop = &mut Context::from_waker(Waker::noop());
     match gather.poll_body(Pin::new(req.body_mut()), noop) {
-        Poll::Ready(Ok(bytes)) => match apply(&mut req, &creds, clock, &bytes) {
+        Poll::Ready(Ok(bytes)) => match check_and_apply(&mut req, &signer, clock, &bytes) {
             Ok(()) => {
                 *req.body_mut() = B::from(bytes);
                 SigningFuture::calling(inner.call(req))
             }
-            Err(e) => SigningFuture::failed(e.into()),
+            Err(e) => SigningFuture::failed(e),
         },
         Poll::Ready(Err(e)) => SigningFuture::failed(e.into()),
         Poll::Pending => {
@@ -354,7 +387,7 @@ where
                         pending: Some(Pending {
                             req,
                             inner,
-                            creds,
+                            signer,
                             clock: clock.clone(),
                         }),
                     }),
@@ -368,7 +401,7 @@ where
 struct Pending<S, B, C> {
     req: Request<B>,
     inner: S,
-    creds: HmacCredentials,
+    signer: Signer,
     clock: C,
 }
 
@@ -450,13 +483,13 @@ where
                     let Some(Pending {
                         mut req,
                         mut inner,
-                        creds,
+                        signer,
                         clock,
                     }) = pending.take()
                     else {
                         return Poll::Ready(Err("future polled after completion".into()));
                     };
-                    apply(&mut req, &creds, &clock, &body)?;
+                    check_and_apply(&mut req, &signer, &clock, &body)?;
                     *req.body_mut() = B::from(body);
                     let fut = inner.call(req);
                     state.set(State::Calling { fut });

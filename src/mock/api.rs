@@ -15,6 +15,34 @@ pub(super) struct TokenRecord {
 /// Who a request authenticated as.
 struct Caller {
     profile: i64,
+    /// The scopes of the API token it signed with (`None` for Privy and the legacy key, which
+    /// scopes do not limit).
+    scopes: Option<Vec<Scope>>,
+}
+
+impl Caller {
+    /// 403 as the API answers a token without one of `needs`, or `then`'s answer.
+    fn scoped(&self, needs: &[Scope], then: impl FnOnce() -> MockResponse) -> MockResponse {
+        match self
+            .scopes
+            .as_ref()
+            .and_then(|held| needs.iter().find(|s| !held.contains(s)))
+        {
+            Some(scope) => message(
+                StatusCode::FORBIDDEN,
+                &format!("Requires apiToken auth with {scope} scope"),
+            ),
+            None => then(),
+        }
+    }
+}
+
+/// Whether a JSON body has `field: true`.
+fn flag(body: &[u8], field: &str) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get(field).and_then(Value::as_bool))
+        .unwrap_or(false)
 }
 
 /// Random bytes from the standard library's randomly keyed hasher (good enough for a mock).
@@ -66,7 +94,65 @@ impl State {
                     .into_owned();
                 self.hmac(rec, true, move |s, _, who| s.revoke(&id, who))
             }
-            ("POST", ["orders"]) => self.hmac(rec, true, |s, rec, who| s.order(rec, who)),
+            ("POST", ["orders"]) => self.hmac(rec, true, |s, rec, who| {
+                who.scoped(&[Scope::Trading], || s.order(rec, &who))
+            }),
+            ("POST", ["portfolio", "withdraw"]) => self.privy_or_hmac(rec, |_, _, who| {
+                who.scoped(&[Scope::Withdrawal], || {
+                    message(StatusCode::OK, "Withdrawal submitted")
+                })
+            }),
+            ("POST", ["portfolio", "redeem"]) => self.privy_or_hmac(rec, |_, _, who| {
+                who.scoped(&[Scope::Trading], || {
+                    message(StatusCode::OK, "Redeem submitted")
+                })
+            }),
+            ("POST", ["amm", ..]) => self.privy_or_hmac(rec, |_, _, who| {
+                who.scoped(&[Scope::Trading, Scope::DelegatedSigning], || {
+                    message(StatusCode::OK, "AMM request accepted")
+                })
+            }),
+            ("POST" | "DELETE", ["auth", "api-keys", ..]) => {
+                if rec.has_hmac_or_api_key_header() {
+                    message(
+                        StatusCode::FORBIDDEN,
+                        "API key management is only available via the UI",
+                    )
+                } else {
+                    self.privy(rec, |_, _, _| message(StatusCode::OK, "API key updated"))
+                }
+            }
+            ("POST", ["profiles", "partner-accounts"]) => self.hmac(rec, false, |_, rec, who| {
+                let mut needs = vec![Scope::AccountCreation];
+                if flag(&rec.body, "createServerWallet") {
+                    needs.push(Scope::DelegatedSigning);
+                }
+                who.scoped(&needs, || {
+                    json_response(
+                        StatusCode::CREATED,
+                        &json!({"profileId": 1000 + who.profile, "account": PARTNER_ACCOUNT}),
+                    )
+                })
+            }),
+            ("GET", ["profiles", "partner-accounts"]) => self.hmac(rec, false, |_, _, who| {
+                who.scoped(&[Scope::AccountCreation], || {
+                    json_response(StatusCode::OK, &json!({"data": [], "total": 0}))
+                })
+            }),
+            ("GET", ["profiles", "partner-accounts", _, "allowances"]) => {
+                self.hmac(rec, false, |_, _, who| {
+                    who.scoped(&[Scope::AccountCreation, Scope::DelegatedSigning], || {
+                        json_response(StatusCode::OK, &json!({"ready": true}))
+                    })
+                })
+            }
+            ("POST", ["profiles", "partner-accounts", _, "allowances", "retry"]) => {
+                self.hmac(rec, false, |_, _, who| {
+                    who.scoped(&[Scope::AccountCreation, Scope::DelegatedSigning], || {
+                        json_response(StatusCode::ACCEPTED, &json!({"message": "Retry started"}))
+                    })
+                })
+            }
             (_, ["profiles", "partner-accounts", ..]) => {
                 self.hmac(rec, false, |_, rec, who| match rec.method.as_str() {
                     m if m.eq_ignore_ascii_case("POST") => json_response(
@@ -119,7 +205,14 @@ impl State {
             None => return unauthorized(REQUIRES),
         };
         rec.mode = Some(AuthMode::Privy);
-        then(self, rec, Caller { profile })
+        then(
+            self,
+            rec,
+            Caller {
+                profile,
+                scopes: None,
+            },
+        )
     }
 
     /// HMAC (or, where `api_key_ok`, the legacy key): the signature is verified over what was
@@ -145,6 +238,7 @@ impl State {
                         rec,
                         Caller {
                             profile: PARTNER_PROFILE,
+                            scopes: None,
                         },
                     )
                 }
@@ -156,10 +250,10 @@ impl State {
             rec.signature_valid = Some(false);
             return unauthorized("Incomplete HMAC authentication headers");
         };
-        let (creds, profile) = {
+        let (creds, profile, scopes) = {
             let tokens = lock(&self.tokens);
             match tokens.get(id) {
-                Some(t) if !t.revoked => (t.creds.clone(), t.profile),
+                Some(t) if !t.revoked => (t.creds.clone(), t.profile, t.scopes.clone()),
                 _ => {
                     rec.signature_valid = Some(false);
                     return unauthorized("Invalid or revoked API token");
@@ -191,7 +285,27 @@ impl State {
         if let Some(t) = lock(&self.tokens).get_mut(&id) {
             t.last_used_at = Some(now);
         }
-        then(self, rec, Caller { profile })
+        then(
+            self,
+            rec,
+            Caller {
+                profile,
+                scopes: Some(scopes),
+            },
+        )
+    }
+
+    /// Privy or HMAC (not the legacy key), whichever the request carries.
+    fn privy_or_hmac(
+        &self,
+        rec: &mut RecordedRequest,
+        then: impl FnOnce(&Self, &RecordedRequest, Caller) -> MockResponse,
+    ) -> MockResponse {
+        if rec.headers.contains_key("identity") && !rec.has_hmac_or_api_key_header() {
+            self.privy(rec, then)
+        } else {
+            self.hmac(rec, false, then)
+        }
     }
 
     /// (token management enabled, allowed scopes) of a profile.
@@ -358,7 +472,7 @@ impl State {
         }
     }
 
-    fn order(&self, rec: &RecordedRequest, who: Caller) -> MockResponse {
+    fn order(&self, rec: &RecordedRequest, who: &Caller) -> MockResponse {
         let Ok(body) = serde_json::from_slice::<Value>(&rec.body) else {
             return validation(&["order must be a JSON object"]);
         };
