@@ -655,6 +655,11 @@ impl SharedCredentials {
         self.0.load_full()
     }
 
+    /// A cheap read for the duration of one decision (no reference count on the fast path).
+    pub(crate) fn guard(&self) -> arc_swap::Guard<Arc<Credentials>> {
+        self.0.load()
+    }
+
     /// Replaces the credentials for the requests that start from now on.
     pub fn store(&self, credentials: Credentials) {
         self.0.store(Arc::new(credentials));

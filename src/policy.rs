@@ -1219,11 +1219,15 @@ impl PolicyConfig {
     pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<Selected, PolicyError> {
         strip_auth_headers(req.headers_mut());
         self.table.strip_route_headers(req);
-        let creds = match req.extensions().get::<CredentialsSnapshot>() {
-            Some(snapshot) => snapshot.0.clone(),
-            None => self.credentials.load(),
+        let guard;
+        let creds: &Credentials = match req.extensions().get::<CredentialsSnapshot>() {
+            Some(snapshot) => &snapshot.0.clone(),
+            None => {
+                guard = self.credentials.guard();
+                &guard
+            }
         };
-        let mode = self.choose(req, &creds)?;
+        let mode = self.choose(req, creds)?;
         #[cfg(feature = "tracing")]
         tracing::Span::current().record("mode", tracing::field::display(mode));
         let ext = req.extensions();
