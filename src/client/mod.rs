@@ -743,6 +743,16 @@ type IdentityFuture =
 type IdentitySource = Arc<dyn Fn() -> IdentityFuture + Send + Sync>;
 
 impl Inner {
+    /// Keeps `scopes` with the client's HMAC token, if it is still `hmac` (a rotation may have
+    /// replaced it meanwhile).
+    fn keep_scopes(&self, hmac: &HmacCredentials, scopes: &[Scope]) {
+        let scoped = hmac.with_scopes(scopes.iter().cloned());
+        self.credentials.update(|c| match &c.hmac {
+            Some(h) if h.token_id() == hmac.token_id() => c.clone().with_hmac(scoped.clone()),
+            _ => c.clone(),
+        });
+    }
+
     /// Calls the identity source, unless the token has changed since `stale` was read (another
     /// request refreshed it while this one waited), and stores what it returns. Returns the
     /// credentials to use.
@@ -891,17 +901,7 @@ impl Client {
                             .await
                             .map_err(|e| Error::ScopesUnknown(Box::new(e)))?;
                         if overridden.is_none() {
-                            let scoped = hmac.with_scopes(scopes.iter().cloned());
-                            inner.credentials.update(|c| {
-                                if c.hmac
-                                    .as_ref()
-                                    .is_some_and(|h| h.token_id() == hmac.token_id())
-                                {
-                                    c.clone().with_hmac(scoped.clone())
-                                } else {
-                                    c.clone()
-                                }
-                            });
+                            inner.keep_scopes(&hmac, &scopes);
                             creds = inner.credentials.load();
                         }
                         scopes
@@ -962,17 +962,7 @@ impl Client {
             }));
         };
         let scopes = self.learn_scopes(&hmac).await?;
-        let scoped = hmac.with_scopes(scopes.iter().cloned());
-        self.inner.credentials.update(|c| {
-            if c.hmac
-                .as_ref()
-                .is_some_and(|h| h.token_id() == hmac.token_id())
-            {
-                c.clone().with_hmac(scoped.clone())
-            } else {
-                c.clone()
-            }
-        });
+        self.inner.keep_scopes(&hmac, &scopes);
         Ok(scopes)
     }
 }

@@ -211,11 +211,7 @@ fn signer<B>(req: &Request<B>, own: &Own<HmacCredentials>) -> Result<Option<Sign
             AuthMode::Hmac,
         ));
     }
-    let own = || match own {
-        Own::Fixed(creds) => Some(creds.clone()),
-        Own::Shared(shared) => shared.load().hmac.clone(),
-        Own::None => None,
-    };
+    let own = || own.get(|c| c.hmac.as_ref());
     ext.get::<HmacCredentials>()
         .cloned()
         .or_else(own)

@@ -28,6 +28,17 @@ pub(crate) enum Own<T> {
     Shared(SharedCredentials),
 }
 
+impl<T: Clone> Own<T> {
+    /// The credential now: the fixed one, or `pick` of the shared credentials.
+    pub(crate) fn get(&self, pick: impl FnOnce(&crate::Credentials) -> Option<&T>) -> Option<T> {
+        match self {
+            Self::Fixed(t) => Some(t.clone()),
+            Self::Shared(shared) => pick(&shared.guard()).cloned(),
+            Self::None => None,
+        }
+    }
+}
+
 pin_project! {
     /// The future of the synchronous layers ([`AuthPolicy`](crate::AuthPolicy),
     /// [`Identity`](privy::Identity)): the inner service's future, or an error decided before

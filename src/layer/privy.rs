@@ -86,11 +86,7 @@ fn token_for<B>(
             AuthMode::Privy,
         ));
     }
-    let own = || match own {
-        Own::Fixed(token) => Some(token.clone()),
-        Own::Shared(shared) => shared.load().identity.clone(),
-        Own::None => None,
-    };
+    let own = || own.get(|c| c.identity.as_ref());
     match ext.get::<IdentityToken>().cloned().or_else(own) {
         Some(token) => fresh(&token),
         None => Err(PolicyError::missing(
