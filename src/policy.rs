@@ -1141,11 +1141,6 @@ pub(crate) struct PolicyConfig {
     credentials: SharedCredentials,
 }
 
-/// The credentials one request uses for all its attempts, read once when it started (the
-/// client inserts it); without it, the policy reads the stack's [`SharedCredentials`].
-#[derive(Clone, Debug)]
-pub(crate) struct CredentialsSnapshot(pub(crate) Arc<Credentials>);
-
 impl AuthPolicyLayer {
     /// A policy over the default Limitless [`RouteTable`] holding `credentials`: fixed
     /// [`Credentials`], or a [`SharedCredentials`] handle that can be swapped at run time.
@@ -1216,12 +1211,19 @@ impl PolicyConfig {
     /// classifies its route, and picks one mode with its credential. The legacy key's header
     /// is set here; the identity token and the signature are left to the layer that carries
     /// the decision out.
-    pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Result<Selected, PolicyError> {
+    ///
+    /// `pinned` are the credentials one request uses for all its attempts, read once when it
+    /// started (the client pins them); without them, the stack's current ones are read.
+    pub(crate) fn decide<B>(
+        &self,
+        req: &mut Request<B>,
+        pinned: Option<&Credentials>,
+    ) -> Result<Selected, PolicyError> {
         strip_auth_headers(req.headers_mut());
         self.table.strip_route_headers(req);
         let guard;
-        let creds: &Credentials = match req.extensions().get::<CredentialsSnapshot>() {
-            Some(snapshot) => &snapshot.0.clone(),
+        let creds: &Credentials = match pinned {
+            Some(pinned) => pinned,
             None => {
                 guard = self.credentials.guard();
                 &guard
@@ -1346,7 +1348,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let selected = match self.config.decide(&mut req) {
+        let selected = match self.config.decide(&mut req, None) {
             Ok(selected) => selected,
             Err(e) => return ResponseFuture::error(refused(e)),
         };

@@ -61,7 +61,7 @@ pub use transport::{Connector, HttpsTransport};
 use crate::clock::OffsetClock;
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{Credentials, HmacCredentials, IdentityToken, SharedCredentials};
-use crate::policy::{AuthMode, CredentialsSnapshot, PolicyConfig, PolicyError, RoutePrefix};
+use crate::policy::{AuthMode, PolicyConfig, PolicyError, RoutePrefix};
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities, Scope};
 use crate::{AuthLayer, BoxError, DEFAULT_BODY_LIMIT, RouteTable};
 use transport::{Transport, TransportConfig};
@@ -809,11 +809,19 @@ impl Inner {
 type Call = std::pin::Pin<Box<dyn Future<Output = Result<Response<Bytes>, BoxError>> + Send>>;
 
 impl Inner {
-    fn call(&self, req: Request<Full<Bytes>>, timeout: Option<Duration>) -> Call {
+    /// One request through the whole stack, all its attempts decided with `creds`.
+    fn call(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Option<Duration>,
+        creds: Arc<Credentials>,
+    ) -> Call {
+        let mut stack = self.stack.clone();
+        stack.get_mut().pin(creds);
         let call = tower::ServiceBuilder::new()
             .layer(RetryLayer::new(self.retry.clone()))
             .timeout(timeout.unwrap_or(Duration::MAX))
-            .service(self.stack.clone())
+            .service(stack)
             .oneshot(req);
         Box::pin(call)
     }
@@ -825,7 +833,7 @@ impl Inner {
     /// and once more after a 401.
     async fn send_refreshing(
         &self,
-        mut req: Request<Full<Bytes>>,
+        req: Request<Full<Bytes>>,
         mut creds: Arc<Credentials>,
         timeout: Option<Duration>,
     ) -> Result<Response<Bytes>, Error> {
@@ -842,18 +850,15 @@ impl Inner {
         }
         // A copy to send again after a 401, when the identity token may be what was refused.
         let again = privy.then(|| copy_request(&req));
-        req.extensions_mut()
-            .insert(CredentialsSnapshot(creds.clone()));
         let resp = self
-            .call(req, timeout)
+            .call(req, timeout, creds.clone())
             .await
             .map_err(|e| Error::from_stack(e, timeout))?;
         match again {
-            Some(mut again) if resp.status() == StatusCode::UNAUTHORIZED => {
+            Some(again) if resp.status() == StatusCode::UNAUTHORIZED => {
                 let used = creds.identity.clone();
                 let creds = self.refresh_identity(used.as_ref()).await?;
-                again.extensions_mut().insert(CredentialsSnapshot(creds));
-                self.call(again, timeout)
+                self.call(again, timeout, creds)
                     .await
                     .map_err(|e| Error::from_stack(e, timeout))
             }
@@ -925,15 +930,11 @@ impl Client {
         req.extensions_mut().insert(AuthMode::Hmac);
         req.extensions_mut().insert(LearningScopes);
         // Straight down the stack (not through `send`, which would guard this request too).
-        let mut prepared = self.prepare(req)?;
-        prepared
-            .req
-            .extensions_mut()
-            .insert(CredentialsSnapshot(prepared.creds));
+        let prepared = self.prepare(req)?;
         let timeout = prepared.timeout;
         let resp = self
             .inner
-            .call(prepared.req, timeout)
+            .call(prepared.req, timeout, prepared.creds)
             .await
             .map_err(|e| Error::from_stack(e, timeout))?;
         let tokens: Vec<ApiToken> = ApiResponse::from_response(resp)

@@ -160,6 +160,10 @@ impl<S> Observe<S> {
     pub(crate) fn new(inner: S, skew: Arc<SkewTracker>, limit: usize) -> Self {
         Self { inner, skew, limit }
     }
+
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S, B> Service<Request<Full<Bytes>>> for Observe<S>

@@ -110,6 +110,7 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
         Auth {
             inner,
             policy: self.policy.clone(),
+            pinned: None,
             clock: self.clock.clone(),
             body_limit: self.body_limit,
         }
@@ -121,6 +122,9 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
 pub struct Auth<S, C = SystemClock> {
     inner: S,
     policy: Arc<PolicyConfig>,
+    /// Credentials pinned for the requests of this service instance (the client pins a
+    /// request's credentials so that all its attempts use them).
+    pinned: Option<Arc<crate::Credentials>>,
     clock: C,
     body_limit: usize,
 }
@@ -129,6 +133,12 @@ impl<S, C> Auth<S, C> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// Decides with `credentials` rather than the stack's current ones.
+    #[cfg(feature = "client")]
+    pub(crate) fn pin(&mut self, credentials: Arc<crate::Credentials>) {
+        self.pinned = Some(credentials);
     }
 }
 
@@ -156,7 +166,7 @@ where
                 decision.claim();
                 decision.selected.clone()
             }
-            None => match self.policy.decide(&mut req) {
+            None => match self.policy.decide(&mut req, self.pinned.as_deref()) {
                 Ok(selected) => selected,
                 Err(e) => return SigningFuture::failed(refused(e)),
             },
