@@ -220,6 +220,8 @@ pub struct RetryPolicy {
     /// Attempts made so far.
     attempts: u32,
     skew_retry_left: bool,
+    /// When the first attempt started: the time budget counts from it.
+    started: Option<tokio::time::Instant>,
 }
 
 /// `tower::retry::RetryLayer` with the client's [`RetryPolicy`].
@@ -238,6 +240,7 @@ impl RetryPolicy {
             retries: 0,
             attempts: 0,
             skew_retry_left: false,
+            started: None,
         }
     }
 
@@ -314,7 +317,7 @@ impl RetryPolicy {
             },
             Err(_) => None,
         };
-        let started = req.extensions().get::<FirstAttempt>().map(|f| f.0);
+        let started = self.started;
         let (wait, counted, _reason) = next.filter(|(w, _, _)| {
             let elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
             elapsed + *w <= config.max_elapsed
@@ -335,12 +338,6 @@ impl RetryPolicy {
         Some(wait)
     }
 }
-
-/// When the first attempt of a request started: the time budget counts from it. Carried in the
-/// extensions of the copy kept for retries, because tower clones the policy per request only
-/// after the first copy is made.
-#[derive(Clone, Copy, Debug)]
-struct FirstAttempt(tokio::time::Instant);
 
 impl Policy<Request<Full<Bytes>>, Response<Bytes>, BoxError> for RetryPolicy {
     type Future = tokio::time::Sleep;
@@ -364,9 +361,11 @@ impl Policy<Request<Full<Bytes>>, Response<Bytes>, BoxError> for RetryPolicy {
         *copy.version_mut() = req.version();
         *copy.headers_mut() = req.headers().clone();
         *copy.extensions_mut() = req.extensions().clone();
-        if copy.extensions().get::<FirstAttempt>().is_none() {
-            copy.extensions_mut()
-                .insert(FirstAttempt(tokio::time::Instant::now()));
+        // tower makes the copy for a first attempt with the service's own policy, which it then
+        // clones for the request; copies for retries come from that clone, which has counted
+        // an attempt. So the first attempt's start is recorded here, once per request.
+        if self.attempts == 0 {
+            self.started = Some(tokio::time::Instant::now());
         }
         Some(copy)
     }
@@ -625,6 +624,39 @@ mod tests {
             assert_eq!(out.expect("429").status(), StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(attempts, 2, "20 s + 20 s is past the 30 s budget");
             assert!(took >= Duration::from_secs(20) && took < Duration::from_secs(21));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_service_reused_later_gives_each_request_its_own_time_budget() {
+            let config = RetryConfig {
+                max_elapsed: Duration::from_secs(30),
+                ..RetryConfig::default()
+            };
+            let (mut svc, mut handle) = pair(config);
+            for round in 0..2 {
+                tower::ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc)
+                    .await
+                    .expect("ready");
+                let call = tower::Service::call(&mut svc, req(Method::GET));
+                let serve = async {
+                    let mut attempts = 0;
+                    for answer in [status(503), status(200)] {
+                        let next =
+                            tokio::time::timeout(Duration::from_secs(60), handle.next_request());
+                        let Ok(Some((_, send))) = next.await else {
+                            break;
+                        };
+                        attempts += 1;
+                        send.send_response(answer);
+                    }
+                    attempts
+                };
+                let (out, attempts) = tokio::join!(call, serve);
+                assert_eq!(out.expect("ok").status(), StatusCode::OK, "round {round}");
+                assert_eq!(attempts, 2, "round {round}: retried");
+                // Far past the first request's budget.
+                tokio::time::advance(Duration::from_secs(600)).await;
+            }
         }
 
         #[tokio::test(start_paused = true)]
