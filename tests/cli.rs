@@ -725,8 +725,29 @@ mod against_the_mock {
         // With nothing but those, the CLI works against the server without --mock.
         let out = lmts_async(strings(&["tokens", "list"]), exports.clone()).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        let out = lmts_async(strings(&["capabilities"]), exports).await;
+        let out = lmts_async(strings(&["capabilities"]), exports.clone()).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        // Rotation against the running `lmts mock`, with nothing but its export lines.
+        let out = lmts_async(strings(&["tokens", "rotate"]), exports.clone()).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let rotated = text(&out.stdout);
+        assert!(rotated.starts_with("export LMTS_TOKEN_ID="), "{rotated}");
+        let mut after = exports;
+        for line in rotated.lines() {
+            let (k, v) = line
+                .strip_prefix("export ")
+                .and_then(|kv| kv.split_once('='))
+                .expect("export line");
+            after.retain(|(name, _)| name != k);
+            after.push((k.to_owned(), v.to_owned()));
+        }
+        let out = lmts_async(strings(&["tokens", "list"]), after).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "the new token works: {}",
+            text(&out.stderr)
+        );
         let client = limitless_auth::client::Client::builder()
             .base_url(url.clone())
             .credentials(Credentials::new().with_identity(
