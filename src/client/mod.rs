@@ -659,6 +659,7 @@ impl ClientBuilder {
             layer.layer(transport::boxed(transport)),
             skew.clone(),
             self.response_limit,
+            user_agent,
         );
         Ok(Client {
             inner: Arc::new(Inner {
@@ -666,7 +667,6 @@ impl ClientBuilder {
                 retry: RetryPolicy::with_skew(self.retry, skew.clone()),
                 timeout: self.timeout,
                 base,
-                user_agent,
                 skew,
                 policy,
                 credentials: self.credentials,
@@ -716,7 +716,6 @@ struct Inner {
     retry: RetryPolicy,
     timeout: Option<Duration>,
     base: BaseUrl,
-    user_agent: HeaderValue,
     skew: Arc<SkewTracker>,
     /// The same configuration the authentication layer decides with.
     policy: Arc<PolicyConfig>,
@@ -1068,19 +1067,14 @@ impl Client {
         }
     }
 
-    /// The request as the stack takes it: on the base URL, its method in upper case, the
-    /// client's `user-agent`, the route prefix, and its tracing span.
+    /// The request as the stack takes it: on the base URL, its method in upper case, the route
+    /// prefix, and its tracing span (the `user-agent` is added to each attempt).
     fn prepare(&self, req: Request<Bytes>) -> Result<Prepared, Error> {
         let base = &self.inner.base;
         let (mut parts, body) = req.into_parts();
         parts.uri = base.resolve(&parts.uri)?;
         parts.method = normalize_method(parts.method)?;
         base.check_host(&parts.headers)?;
-        if !parts.headers.contains_key(http::header::USER_AGENT) {
-            parts
-                .headers
-                .insert(http::header::USER_AGENT, self.inner.user_agent.clone());
-        }
         if let Some(prefix) = &base.prefix {
             parts.extensions.insert(prefix.clone());
         }

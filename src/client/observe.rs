@@ -154,11 +154,24 @@ pub(crate) struct Observe<S> {
     inner: S,
     skew: Arc<SkewTracker>,
     limit: usize,
+    /// Added to each attempt that has none: per attempt, below the retry layer, so that the
+    /// copy of the request kept for retries has no headers to clone in the common case.
+    user_agent: http::HeaderValue,
 }
 
 impl<S> Observe<S> {
-    pub(crate) fn new(inner: S, skew: Arc<SkewTracker>, limit: usize) -> Self {
-        Self { inner, skew, limit }
+    pub(crate) fn new(
+        inner: S,
+        skew: Arc<SkewTracker>,
+        limit: usize,
+        user_agent: http::HeaderValue,
+    ) -> Self {
+        Self {
+            inner,
+            skew,
+            limit,
+            user_agent,
+        }
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut S {
@@ -182,7 +195,11 @@ where
 
     /// Calling the stack below signs the request: the timestamp is taken as close to sending
     /// as it can be.
-    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
+        if get_unhashed(req.headers(), &http::header::USER_AGENT).is_none() {
+            req.headers_mut()
+                .insert(http::header::USER_AGENT, self.user_agent.clone());
+        }
         let sent = self.skew.local_now();
         Receive {
             skew: self.skew.clone(),
