@@ -1235,7 +1235,9 @@ impl Client {
     /// A signed `GET /auth/api-tokens` with `creds`, repeated with backoff while it is answered
     /// 401, within the rotation's proof timeout.
     async fn prove(&self, creds: &HmacCredentials) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + self.inner.rotation_proof;
+        let now = tokio::time::Instant::now();
+        // A timeout too long to add is as good as none.
+        let deadline = now.checked_add(self.inner.rotation_proof);
         let mut wait = Duration::from_millis(100);
         loop {
             let mut req = json_request(Method::GET, "/auth/api-tokens", None)?;
@@ -1245,7 +1247,7 @@ impl Client {
                 Ok(_) => return Ok(()),
                 Err(e)
                     if e.status() == Some(StatusCode::UNAUTHORIZED)
-                        && tokio::time::Instant::now() + wait < deadline =>
+                        && deadline.is_none_or(|d| tokio::time::Instant::now() + wait < d) =>
                 {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));

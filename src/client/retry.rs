@@ -320,7 +320,7 @@ impl RetryPolicy {
         let started = self.started;
         let (wait, counted, _reason) = next.filter(|(w, _, _)| {
             let elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
-            elapsed + *w <= config.max_elapsed
+            elapsed.saturating_add(*w) <= config.max_elapsed
         })?;
         #[cfg(feature = "tracing")]
         {
@@ -657,6 +657,28 @@ mod tests {
                 // Far past the first request's budget.
                 tokio::time::advance(Duration::from_secs(600)).await;
             }
+        }
+
+        #[test]
+        fn unbounded_limits_do_not_overflow() {
+            let config = RetryConfig {
+                max_elapsed: Duration::MAX,
+                max_retry_after: Duration::MAX,
+                max_backoff: Duration::MAX,
+                ..RetryConfig::default()
+            };
+            let mut policy = RetryPolicy::new(config);
+            let mut first = req(Method::GET);
+            // The first copy records when the request started.
+            first = policy.clone_request(&first).expect("a copy to retry with");
+            // Started seconds ago: seconds elapsed plus u64::MAX seconds would overflow.
+            policy.started = Some(tokio::time::Instant::now() - Duration::from_secs(5));
+            let wait = policy.next_wait(&first, &Ok(rate_limited("18446744073709551615")));
+            assert_eq!(
+                wait,
+                Some(Duration::from_secs(u64::MAX)),
+                "allowed, not overflowed"
+            );
         }
 
         #[tokio::test(start_paused = true)]
