@@ -55,6 +55,7 @@ pub(crate) use error::error_message;
 pub use error::{Error, RawBody, RotationStep};
 pub use observe::RequestTimeout;
 use observe::{Observe, SkewTracker};
+use retry::copy_request;
 pub use retry::{Retry, RetryConfig, RetryLayer, RetryPolicy};
 pub use transport::{Connector, HttpsTransport};
 
@@ -730,10 +731,6 @@ struct Inner {
     learning: tokio::sync::Mutex<()>,
 }
 
-/// Marks the client's own `GET /auth/api-tokens` that learns a token's scopes.
-#[derive(Clone, Copy, Debug)]
-struct LearningScopes;
-
 /// The future of an identity source.
 type IdentityFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<IdentityToken, BoxError>> + Send>>;
@@ -927,8 +924,7 @@ impl Client {
         let mut req = json_request(Method::GET, "/auth/api-tokens", None)?;
         req.extensions_mut().insert(hmac.clone());
         req.extensions_mut().insert(AuthMode::Hmac);
-        req.extensions_mut().insert(LearningScopes);
-        // Straight down the stack (not through `send`, which would guard this request too).
+        // Straight down the stack: not through `send`, whose scope guard would wait on this.
         let prepared = self.prepare(req)?;
         let timeout = prepared.timeout;
         let resp = self
@@ -965,17 +961,6 @@ impl Client {
         self.inner.keep_scopes(&hmac, &scopes);
         Ok(scopes)
     }
-}
-
-/// A copy of `req`: the body shared, headers and extensions copied.
-fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut copy = Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
-    copy
 }
 
 impl fmt::Debug for Client {
@@ -1046,9 +1031,7 @@ impl Client {
                 Ok(p) => p,
                 Err(e) => return Err(e),
             };
-            if !inner.deny_scopes.is_empty()
-                && prepared.req.extensions().get::<LearningScopes>().is_none()
-            {
+            if !inner.deny_scopes.is_empty() {
                 prepared.creds = self.guard_scopes_of(&prepared.req, prepared.creds).await?;
             }
             #[cfg(feature = "tracing")]

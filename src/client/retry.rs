@@ -355,12 +355,7 @@ impl Policy<Request<Full<Bytes>>, Response<Bytes>, BoxError> for RetryPolicy {
         if self.config.max_attempts <= 1 && !self.skew_retry_left {
             return None;
         }
-        let mut copy = Request::new(req.body().clone());
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        *copy.extensions_mut() = req.extensions().clone();
+        let copy = copy_request(req);
         // tower makes the copy for a first attempt with the service's own policy, which it then
         // clones for the request; copies for retries come from that clone, which has counted
         // an attempt. So the first attempt's start is recorded here, once per request.
@@ -369,6 +364,17 @@ impl Policy<Request<Full<Bytes>>, Response<Bytes>, BoxError> for RetryPolicy {
         }
         Some(copy)
     }
+}
+
+/// A copy of `req` for another attempt: headers and extensions copied, the body shared.
+pub(crate) fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
 }
 
 /// Why an attempt is repeated (for tracing).
