@@ -257,21 +257,9 @@ fn normalize_method(method: Method) -> Result<Method, Error> {
 /// (`/markets/é` is sent and signed as `/markets/%C3%A9`); anything else that cannot stand in
 /// a request-target (spaces, control characters, a fragment) is refused.
 fn parse_target(text: &str) -> Result<PathAndQuery, Error> {
-    let encoded;
-    let target = if text.is_ascii() {
-        text
-    } else {
-        let mut out = String::with_capacity(text.len() * 3);
-        for b in text.bytes() {
-            if b.is_ascii() {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        encoded = out;
-        &encoded
-    };
+    use percent_encoding::{AsciiSet, utf8_percent_encode};
+    // Only bytes outside ASCII are encoded (borrowed as is when there are none).
+    let target: std::borrow::Cow<'_, str> = utf8_percent_encode(text, &AsciiSet::EMPTY).into();
     target
         .parse::<PathAndQuery>()
         .ok()
