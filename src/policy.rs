@@ -671,12 +671,7 @@ impl RouteTable {
 
     /// The scopes an HMAC token needs for a request, if the route requires any.
     pub fn required_scopes(&self, method: &Method, path: &str) -> Option<&ScopeRequirement> {
-        let key = MethodKey::of(method);
-        self.scope_rules
-            .iter()
-            .rev()
-            .find(|(m, p, _)| m.as_ref().is_none_or(|m| *m == key) && p.matches(path))
-            .map(|(_, _, r)| &**r)
+        self.required_scopes_arc(method, path).map(|r| &**r)
     }
 
     fn required_scopes_arc(&self, method: &Method, path: &str) -> Option<&Arc<ScopeRequirement>> {
@@ -691,19 +686,16 @@ impl RouteTable {
     /// Removes from `req` the headers its route must not receive. Costs nothing unless the
     /// request carries one of the headers some route strips.
     fn strip_route_headers<B>(&self, req: &mut Request<B>) {
+        if req.headers().is_empty() {
+            return;
+        }
+        let key = MethodKey::of(req.method());
         loop {
             let headers = req.headers();
-            if headers.is_empty() {
-                return;
-            }
-            let path = req.uri().path();
-            let route = req
-                .extensions()
-                .get::<RoutePrefix>()
-                .map_or(path, |p| p.route(path));
+            let route = route_path(req);
             let found = self.strip_rules.iter().find(|(m, p, name)| {
                 headers.contains_key(name)
-                    && m.as_ref().is_none_or(|m| *m == MethodKey::of(req.method()))
+                    && m.as_ref().is_none_or(|m| *m == key)
                     && p.matches(route)
             });
             match found {
@@ -1269,12 +1261,10 @@ impl PolicyConfig {
         let Some(held) = hmac.scopes() else {
             return Ok(None);
         };
-        let path = req.uri().path();
-        let route = req
-            .extensions()
-            .get::<RoutePrefix>()
-            .map_or(path, |p| p.route(path));
-        let Some(required) = self.table.required_scopes_arc(req.method(), route) else {
+        let Some(required) = self
+            .table
+            .required_scopes_arc(req.method(), route_path(req))
+        else {
             return Ok(None);
         };
         if let Some(scope) = required.missing_always(held) {
@@ -1297,9 +1287,7 @@ impl PolicyConfig {
         creds: &Credentials,
     ) -> Result<AuthMode, PolicyError> {
         let ext = req.extensions();
-        let path = req.uri().path();
-        let route = ext.get::<RoutePrefix>().map_or(path, |p| p.route(path));
-        let accepts = self.table.classify(req.method(), route).accepts;
+        let accepts = self.table.classify(req.method(), route_path(req)).accepts;
         let available = |mode: &AuthMode| match mode {
             AuthMode::Hmac => ext.get::<HmacCredentials>().is_some() || creds.hmac.is_some(),
             AuthMode::Privy => ext.get::<IdentityToken>().is_some() || creds.identity.is_some(),
@@ -1325,6 +1313,14 @@ impl PolicyConfig {
                 .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), accepts)),
         }
     }
+}
+
+/// The Limitless route of `req`: its path after a gateway's [`RoutePrefix`], if any.
+fn route_path<B>(req: &Request<B>) -> &str {
+    let path = req.uri().path();
+    req.extensions()
+        .get::<RoutePrefix>()
+        .map_or(path, |p| p.route(path))
 }
 
 /// Logs a refusal (with the `tracing` feature) and makes it the layer's error.
