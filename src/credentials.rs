@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
 use hmac::{Hmac, KeyInit as _};
 use http::HeaderValue;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -157,10 +156,10 @@ fn check_visible(what: &'static str, value: &str) -> Result<(), CredentialError>
     }
 }
 
-/// A sensitive header value; the input must already be checked by [`check_visible`].
-pub(crate) fn sensitive_header(bytes: Bytes) -> HeaderValue {
-    let mut v =
-        HeaderValue::from_maybe_shared(bytes).expect("visible ASCII is a valid header value");
+/// A sensitive header value holding a copy of `bytes`, which must be visible ASCII: checked by
+/// [`check_visible`], or ASCII by construction (a formatted timestamp, base64).
+pub(crate) fn sensitive_header(bytes: &[u8]) -> HeaderValue {
+    let mut v = HeaderValue::from_bytes(bytes).expect("visible ASCII is a valid header value");
     v.set_sensitive(true);
     v
 }
@@ -206,7 +205,7 @@ impl HmacCredentials {
         let mac = HmacSha256::new_from_slice(&key).expect("HMAC accepts keys of any length");
         Ok(Self {
             inner: Arc::new(HmacInner {
-                token_id: sensitive_header(Bytes::copy_from_slice(token_id.as_bytes())),
+                token_id: sensitive_header(token_id.as_bytes()),
                 mac,
                 scopes: None,
             }),
@@ -335,7 +334,7 @@ impl HeaderSecret {
         buf.extend_from_slice(value.as_bytes());
         Ok(Self(Arc::new(HeaderSecretInner {
             secret: SecretString::from(value.as_str()),
-            header: sensitive_header(Bytes::from(buf)),
+            header: sensitive_header(&buf),
         })))
     }
 

@@ -283,21 +283,10 @@ fn apply<B, C: Clock>(
     );
     let headers = req.headers_mut();
     headers.insert(LMTS_API_KEY, creds.token_id_header().clone());
-    headers.insert(LMTS_TIMESTAMP, sensitive_value(ts.as_bytes()));
-    headers.insert(LMTS_SIGNATURE, sensitive_value(sig.as_bytes()));
+    // Both are ASCII by construction (the formatted timestamp, base64).
+    headers.insert(LMTS_TIMESTAMP, sensitive_header(ts.as_bytes()));
+    headers.insert(LMTS_SIGNATURE, sensitive_header(sig.as_bytes()));
     Ok(())
-}
-
-/// A sensitive header value holding a copy of `bytes` (a timestamp or a signature: ASCII).
-fn sensitive_value(bytes: &[u8]) -> http::HeaderValue {
-    match http::HeaderValue::from_bytes(bytes) {
-        Ok(mut v) => {
-            v.set_sensitive(true);
-            v
-        }
-        // Not reachable for base64 and timestamps; kept total rather than panicking.
-        Err(_) => sensitive_header(Bytes::new()),
-    }
 }
 
 fn invalid_target(method: &Method, uri: &Uri) -> SigningError {
