@@ -12,7 +12,8 @@
 //! It fails closed whatever the stack: a decision for HMAC (or Privy) that no signing (or
 //! identity) layer below takes up fails locally with [`PolicyError::NotCarriedOut`] before
 //! anything is sent. The layers below must be reached synchronously from the policy's `call`
-//! (as with any ordinary middleware; a `tower::buffer` between them is refused).
+//! (as with any ordinary middleware); a request to layers reached only later, from a future (as
+//! behind `tower::buffer`), is refused, never sent unauthenticated.
 //!
 //! ```
 //! use bytes::Bytes;

@@ -348,3 +348,65 @@ async fn bodies_of_requests_not_signed_pass_untouched_and_unlimited() {
     assert_eq!(seen[0].body().as_ptr(), big.as_ptr(), "the same bytes");
     assert_eq!(seen[0].headers()["identity"], "Bearer privy-identity");
 }
+
+/// A middleware that forwards each request only when its future is polled (as a buffer or a
+/// queue does), so the layers below it are not reached during the policy's `call`.
+#[derive(Clone)]
+struct Deferred<S>(S);
+
+impl<S> tower::Service<Request<Full<Bytes>>> for Deferred<S>
+where
+    S: tower::Service<Request<Full<Bytes>>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { inner.oneshot(req).await })
+    }
+}
+
+#[tokio::test]
+async fn layers_reached_only_later_are_refused_never_bypassed() {
+    let rec = Recorder::new();
+    let creds = Credentials::new()
+        .with_hmac(hmac())
+        .with_identity(identity());
+    let svc = ServiceBuilder::new()
+        .layer(AuthPolicyLayer::new(creds))
+        .layer_fn(Deferred)
+        .layer(IdentityLayer::for_policy())
+        .layer(HmacSigningLayer::for_policy())
+        .service(rec.service());
+    for (method, path) in [
+        (Method::GET, "/auth/api-tokens/capabilities"),
+        (Method::POST, "/orders"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let err = svc.clone().oneshot(req).await.expect_err("refused");
+        assert!(
+            matches!(
+                err.downcast_ref::<PolicyError>(),
+                Some(PolicyError::NotCarriedOut { .. })
+            ),
+            "{path}: {err}"
+        );
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(rec.count(), 0, "nothing was sent, authenticated or not");
+}
