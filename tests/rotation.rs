@@ -573,3 +573,47 @@ async fn a_failed_revoke_keeps_the_new_token_in_use_and_reports_the_old_one() {
     );
     assert!(works(&mock, rotation.token.credentials().expect("valid")).await);
 }
+
+#[tokio::test]
+async fn layers_on_their_own_read_swapped_credentials_per_request() {
+    use http_body_util::Full;
+    let shared = SharedCredentials::new(
+        Credentials::new()
+            .with_hmac(partner_hmac())
+            .with_identity(IdentityToken::new("first-identity").expect("t")),
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let sink = tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let h = req.headers();
+        log.lock().expect("lock").push((
+            h.get("lmts-api-key")
+                .map(|v| v.to_str().expect("ascii").to_owned()),
+            h.get("identity")
+                .map(|v| v.to_str().expect("ascii").to_owned()),
+        ));
+        std::future::ready(Ok::<_, std::convert::Infallible>(()))
+    });
+    let signing = limitless_auth::HmacSigningLayer::shared(shared.clone()).layer(sink.clone());
+    let identity = IdentityLayer::shared(shared.clone()).layer(sink);
+    let get = || {
+        Request::get("/orders")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    signing.clone().oneshot(get()).await.expect("signed");
+    identity.clone().oneshot(get()).await.expect("identity");
+    let other = HmacCredentials::new("rotated-token", PARTNER_TOKEN_SECRET).expect("valid");
+    shared.store(
+        Credentials::new()
+            .with_hmac(other)
+            .with_identity(IdentityToken::new("second-identity").expect("t")),
+    );
+    signing.oneshot(get()).await.expect("signed");
+    identity.oneshot(get()).await.expect("identity");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen[0].0.as_deref(), Some(PARTNER_TOKEN_ID));
+    assert_eq!(seen[1].1.as_deref(), Some("Bearer first-identity"));
+    assert_eq!(seen[2].0.as_deref(), Some("rotated-token"));
+    assert_eq!(seen[3].1.as_deref(), Some("Bearer second-identity"));
+}
