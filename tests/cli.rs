@@ -34,6 +34,15 @@ fn lmts(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().expect("lmts finishes")
 }
 
+/// `export NAME=value` as `(NAME, value)`.
+fn export(line: &str) -> (String, String) {
+    let (k, v) = line
+        .strip_prefix("export ")
+        .and_then(|kv| kv.split_once('='))
+        .expect("export line");
+    (k.to_owned(), v.to_owned())
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8(b.to_vec()).expect("UTF-8 output")
 }
@@ -583,16 +592,7 @@ mod against_the_mock {
         .await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
-        let exports: Vec<(String, String)> = stdout
-            .lines()
-            .map(|l| {
-                let (k, v) = l
-                    .strip_prefix("export ")
-                    .and_then(|kv| kv.split_once('='))
-                    .expect("export line");
-                (k.to_owned(), v.to_owned())
-            })
-            .collect();
+        let exports: Vec<(String, String)> = stdout.lines().map(export).collect();
         let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
@@ -701,16 +701,7 @@ mod against_the_mock {
             .to_owned();
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         // Ready-to-paste export lines: the base URL and the seeded partner credentials.
-        let exports: Vec<(String, String)> = lines[1..]
-            .iter()
-            .map(|l| {
-                let (k, v) = l
-                    .strip_prefix("export ")
-                    .and_then(|kv| kv.split_once('='))
-                    .expect("export line");
-                (k.to_owned(), v.to_owned())
-            })
-            .collect();
+        let exports: Vec<(String, String)> = lines[1..].iter().map(|l| export(l)).collect();
         let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
@@ -733,13 +724,9 @@ mod against_the_mock {
         let rotated = text(&out.stdout);
         assert!(rotated.starts_with("export LMTS_TOKEN_ID="), "{rotated}");
         let mut after = exports;
-        for line in rotated.lines() {
-            let (k, v) = line
-                .strip_prefix("export ")
-                .and_then(|kv| kv.split_once('='))
-                .expect("export line");
-            after.retain(|(name, _)| name != k);
-            after.push((k.to_owned(), v.to_owned()));
+        for (k, v) in rotated.lines().map(export) {
+            after.retain(|(name, _)| *name != k);
+            after.push((k, v));
         }
         let out = lmts_async(strings(&["tokens", "list"]), after).await;
         assert_eq!(

@@ -422,10 +422,7 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
             let scopes = parse_scopes(&scopes);
             let (client, _mock) = connect(&target).await?;
             let token = client
-                .derive_token(
-                    label.as_deref(),
-                    (!scopes.is_empty()).then_some(&scopes[..]),
-                )
+                .derive_token(label.as_deref(), scopes.as_deref())
                 .await
                 .map_err(Failure::from_client)?;
             eprintln!("lmts: store the secret now: the API returns it only once");
@@ -464,10 +461,7 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
             let scopes = parse_scopes(&scopes);
             let (client, _mock) = connect(&target).await?;
             let rotation = client
-                .switch_to_new_token(
-                    label.as_deref(),
-                    (!scopes.is_empty()).then_some(&scopes[..]),
-                )
+                .switch_to_new_token(label.as_deref(), scopes.as_deref())
                 .await
                 .map_err(Failure::from_client)?;
             let new = &rotation.token;
@@ -521,13 +515,14 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
     }
 }
 
-/// The `--scope` arguments, with a warning for scopes this version does not know.
-fn parse_scopes(scopes: &[String]) -> Vec<Scope> {
+/// The `--scope` arguments (`None` without any: the server's default), with a warning for
+/// scopes this version does not know.
+fn parse_scopes(scopes: &[String]) -> Option<Vec<Scope>> {
     let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s)).collect();
     if let Some(unknown) = scopes.iter().find(|s| !s.is_known()) {
         eprintln!("lmts: warning: {unknown} is not a scope this version knows; sending it anyway");
     }
-    scopes
+    (!scopes.is_empty()).then_some(scopes)
 }
 
 /// A client for `target`, with the mock server it runs against when `--mock` is given.
