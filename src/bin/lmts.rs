@@ -35,16 +35,24 @@ const ENV_DENY_SCOPES: &str = "LMTS_DENY_SCOPES";
 /// The largest request body read from `--body`, `--body-file` or standard input.
 const BODY_LIMIT: usize = limitless_auth::DEFAULT_BODY_LIMIT;
 
-const EXIT_STATUSES: &str = "\
+/// The exit statuses, as one literal for `concat!`.
+macro_rules! exit_statuses {
+    () => {
+        "\
 Exit status:
   0  success
   1  the request was sent (or may have been) and failed: an error status (its message on
      stderr), a connection lost or timed out after sending began, or the output could not be
      written after a successful request
   2  nothing was sent: bad arguments, malformed credentials, a policy refusal, or a connection
-     that could not be opened";
+     that could not be opened"
+    };
+}
 
-const NETWORK_HELP: &str = "\
+const EXIT_STATUSES: &str = exit_statuses!();
+
+const NETWORK_HELP: &str = concat!(
+    "\
 Environment:
   LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token (id and base64 secret)
   LMTS_TOKEN_SCOPES                 the HMAC token's scopes, comma-separated (optional): a
@@ -57,13 +65,9 @@ Environment:
   LIMITLESS_API_URL                 base URL when --base-url is not given
 With --mock, the mock server's partner credentials fill in for any of these that are unset.
 
-Exit status:
-  0  success
-  1  the request was sent (or may have been) and failed: an error status (its message on
-     stderr), a connection lost or timed out after sending began, or the output could not be
-     written after a successful request
-  2  nothing was sent: bad arguments, malformed credentials, a policy refusal, or a connection
-     that could not be opened";
+",
+    exit_statuses!()
+);
 
 const SIGN_HELP: &str = "\
 Environment:
