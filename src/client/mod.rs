@@ -160,41 +160,43 @@ impl BaseUrl {
     }
 
     /// The absolute URI for a request-target given as a path (and query).
-    fn join(&self, pq: &PathAndQuery) -> Result<Uri, Error> {
+    fn join(&self, pq: PathAndQuery) -> Result<Uri, Error> {
         let target = match &self.prefix {
-            None => pq.clone(),
+            None => pq,
             Some(prefix) => format!("{}{}", prefix.as_str(), pq.as_str())
                 .parse()
                 .map_err(|_| Error::InvalidRequest(format!("cannot join {pq} to the base URL")))?,
         };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build()
-            .map_err(|e| Error::InvalidRequest(format!("invalid URI: {e}")))
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(target);
+        Uri::from_parts(parts).map_err(|e| Error::InvalidRequest(format!("invalid URI: {e}")))
     }
 
     /// Resolves a request's URI: paths join the base; absolute URIs must be on its origin.
     /// Raw non-ASCII bytes in the request-target are percent-encoded first, so that what is
     /// signed is what is sent.
-    fn resolve(&self, uri: &Uri) -> Result<Uri, Error> {
+    fn resolve(&self, uri: Uri) -> Result<Uri, Error> {
         match (uri.scheme(), uri.authority()) {
             (None, None) => {
+                if !uri.path().starts_with('/') {
+                    return Err(Error::InvalidRequest(format!(
+                        "{uri} is not a path starting with '/'"
+                    )));
+                }
                 let pq = uri
-                    .path_and_query()
-                    .filter(|pq| pq.as_str().starts_with('/'))
-                    .ok_or_else(|| {
-                        Error::InvalidRequest(format!("{uri} is not a path starting with '/'"))
-                    })?;
+                    .into_parts()
+                    .path_and_query
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
                 if pq.as_str().is_ascii() {
                     self.join(pq)
                 } else {
-                    self.join(&parse_target(pq.as_str())?)
+                    self.join(parse_target(pq.as_str())?)
                 }
             }
             (Some(_), Some(authority)) => {
-                if !self.same_origin(uri) {
+                if !self.same_origin(&uri) {
                     let scheme = uri.scheme_str().unwrap_or_default();
                     return Err(Error::ForeignOrigin {
                         origin: format!("{scheme}://{}", authority.host()),
@@ -208,7 +210,7 @@ impl BaseUrl {
                         .path_and_query(parse_target(pq.as_str())?)
                         .build()
                         .map_err(|e| Error::InvalidRequest(format!("invalid URI: {e}"))),
-                    _ => Ok(uri.clone()),
+                    _ => Ok(uri),
                 }
             }
             _ => Err(Error::InvalidRequest(format!(
@@ -258,8 +260,12 @@ fn normalize_method(method: Method) -> Result<Method, Error> {
 /// a request-target (spaces, control characters, a fragment) is refused.
 fn parse_target(text: &str) -> Result<PathAndQuery, Error> {
     use percent_encoding::{AsciiSet, utf8_percent_encode};
-    // Only bytes outside ASCII are encoded (borrowed as is when there are none).
-    let target: std::borrow::Cow<'_, str> = utf8_percent_encode(text, &AsciiSet::EMPTY).into();
+    // Only bytes outside ASCII are encoded.
+    let target: std::borrow::Cow<'_, str> = if text.is_ascii() {
+        text.into()
+    } else {
+        utf8_percent_encode(text, &AsciiSet::EMPTY).into()
+    };
     target
         .parse::<PathAndQuery>()
         .ok()
@@ -623,7 +629,7 @@ impl ClientBuilder {
     /// Builds the client over the default transport ([`ClientBuilder::transport`]).
     pub fn build(self) -> Result<Client, Error> {
         let transport = self.transport()?;
-        self.build_with_transport(transport)
+        self.build_on(Transport::https(transport))
     }
 
     /// Builds the client over any tower service that sends `Request<Full<Bytes>>`; the
@@ -636,6 +642,10 @@ impl ClientBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.build_on(Transport::service(transport))
+    }
+
+    fn build_on(self, transport: Transport) -> Result<Client, Error> {
         let base = BaseUrl::parse(&self.base_url, self.sign_prefix)?;
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::InvalidRequest("the user agent is not a header value".into()))?;
@@ -645,7 +655,7 @@ impl ClientBuilder {
             .body_limit(self.body_limit);
         let policy = layer.config().clone();
         let stack = Observe::new(
-            layer.layer(transport::boxed(transport)),
+            layer.layer(transport),
             skew.clone(),
             self.response_limit,
             user_agent,
@@ -790,7 +800,13 @@ impl Inner {
 
 /// One request through the whole stack. Boxed: the compiler cannot prove `Send` for the
 /// unboxed future of an `async` block that holds it (rust-lang/rust#102211).
-type Call = std::pin::Pin<Box<dyn Future<Output = Result<Response<Bytes>, BoxError>> + Send>>;
+type Call<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Response<Bytes>, Error>> + Send + 'a>>;
+
+/// A [`Call`] in the request's tracing span.
+#[cfg(feature = "tracing")]
+type Traced<'a> = tracing::instrument::Instrumented<Call<'a>>;
+#[cfg(not(feature = "tracing"))]
+type Traced<'a> = Call<'a>;
 
 impl Inner {
     /// One request through the whole stack, all its attempts decided with `creds`.
@@ -799,15 +815,54 @@ impl Inner {
         req: Request<Full<Bytes>>,
         timeout: Option<Duration>,
         creds: Arc<Credentials>,
-    ) -> Call {
+    ) -> Call<'static> {
         let mut stack = self.stack.clone();
         stack.get_mut().pin(creds);
-        let call = tower::ServiceBuilder::new()
+        let mut svc = tower::ServiceBuilder::new()
             .layer(RetryLayer::new(self.retry.clone()))
             .timeout(timeout.unwrap_or(Duration::MAX))
-            .service(stack)
-            .oneshot(req);
-        Box::pin(call)
+            .service(stack);
+        // Every service of this stack is always ready (the transport waits for its own
+        // readiness inside its future), so the request is handed over at once; the general
+        // path stays for a stack that is not.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            std::task::Poll::Ready(Ok(())) => Box::pin(Finish {
+                fut: svc.call(req),
+                timeout,
+            }),
+            _ => Box::pin(Finish {
+                fut: svc.oneshot(req),
+                timeout,
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The stack's future, its error made the client's [`Error`].
+    struct Finish<F> {
+        #[pin]
+        fut: F,
+        timeout: Option<Duration>,
+    }
+}
+
+impl<F> Future for Finish<F>
+where
+    F: Future<Output = Result<Response<Bytes>, BoxError>>,
+{
+    type Output = Result<Response<Bytes>, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let timeout = *this.timeout;
+        this.fut
+            .poll(cx)
+            .map(|r| r.map_err(|e| Error::from_stack(e, timeout)))
     }
 }
 
@@ -834,17 +889,12 @@ impl Inner {
         }
         // A copy to send again after a 401, when the identity token may be what was refused.
         let again = privy.then(|| copy_request(&req));
-        let resp = self
-            .call(req, timeout, creds.clone())
-            .await
-            .map_err(|e| Error::from_stack(e, timeout))?;
+        let resp = self.call(req, timeout, creds.clone()).await?;
         match again {
             Some(again) if resp.status() == StatusCode::UNAUTHORIZED => {
                 let used = creds.identity.clone();
                 let creds = self.refresh_identity(used.as_ref()).await?;
-                self.call(again, timeout, creds)
-                    .await
-                    .map_err(|e| Error::from_stack(e, timeout))
+                self.call(again, timeout, creds).await
             }
             _ => Ok(resp),
         }
@@ -918,8 +968,7 @@ impl Client {
         let resp = self
             .inner
             .call(prepared.req, timeout, prepared.creds)
-            .await
-            .map_err(|e| Error::from_stack(e, timeout))?;
+            .await?;
         let tokens: Vec<ApiToken> = ApiResponse::from_response(resp)
             .error_for_status()?
             .json()?;
@@ -1012,30 +1061,57 @@ impl Client {
         &'a self,
         req: Result<Request<Bytes>, Error>,
     ) -> impl Future<Output = Result<ApiResponse, Error>> + Send + use<'a> {
-        let inner = &*self.inner;
         let prepared = req.and_then(|req| self.prepare(req));
         async move {
-            let mut prepared = match prepared {
-                Ok(p) => p,
+            let call = match prepared {
+                Ok(p) => self.dispatch(p),
                 Err(e) => return Err(e),
             };
-            if !inner.deny_scopes.is_empty() {
-                prepared.creds = self.guard_scopes_of(&prepared.req, prepared.creds).await?;
-            }
-            #[cfg(feature = "tracing")]
-            let span = prepared.span;
-            #[cfg(not(feature = "tracing"))]
-            let span = ();
-            let fut = inner.send_refreshing(prepared.req, prepared.creds, prepared.timeout);
-            #[cfg(feature = "tracing")]
-            let resp = tracing::Instrument::instrument(fut, span).await;
-            #[cfg(not(feature = "tracing"))]
-            let resp = {
-                let () = span;
-                fut.await
-            };
-            resp.map(ApiResponse::from_response)
+            call.await.map(ApiResponse::from_response)
         }
+    }
+
+    /// The future of one prepared request, in its tracing span (entered while the stack is
+    /// called too, which is when the request is decided and signed).
+    fn dispatch(&self, p: Prepared) -> Traced<'_> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = p.span;
+            let call = span.in_scope(|| self.call_stack(p.req, p.creds, p.timeout));
+            tracing::Instrument::instrument(call, span)
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.call_stack(p.req, p.creds, p.timeout)
+    }
+
+    /// Straight down the stack, unless the client guards scopes or refreshes identity tokens:
+    /// then through those steps first (kept out of the common path, and out of the size of its
+    /// future).
+    fn call_stack(
+        &self,
+        req: Request<Full<Bytes>>,
+        creds: Arc<Credentials>,
+        timeout: Option<Duration>,
+    ) -> Call<'_> {
+        let inner = &*self.inner;
+        if inner.deny_scopes.is_empty() && inner.identity_source.is_none() {
+            inner.call(req, timeout, creds)
+        } else {
+            Box::pin(self.send_guarded(req, creds, timeout))
+        }
+    }
+
+    /// The scope guard, then the request with identity-token refresh.
+    async fn send_guarded(
+        &self,
+        req: Request<Full<Bytes>>,
+        mut creds: Arc<Credentials>,
+        timeout: Option<Duration>,
+    ) -> Result<Response<Bytes>, Error> {
+        if !self.inner.deny_scopes.is_empty() {
+            creds = self.guard_scopes_of(&req, creds).await?;
+        }
+        self.inner.send_refreshing(req, creds, timeout).await
     }
 
     /// The request as the stack takes it: on the base URL, its method in upper case, the route
@@ -1043,7 +1119,7 @@ impl Client {
     fn prepare(&self, req: Request<Bytes>) -> Result<Prepared, Error> {
         let base = &self.inner.base;
         let (mut parts, body) = req.into_parts();
-        parts.uri = base.resolve(&parts.uri)?;
+        parts.uri = base.resolve(std::mem::take(&mut parts.uri))?;
         parts.method = normalize_method(parts.method)?;
         base.check_host(&parts.headers)?;
         if let Some(prefix) = &base.prefix {
@@ -1311,12 +1387,12 @@ mod tests {
         let b = BaseUrl::parse("https://api.limitless.exchange", true).expect("valid");
         let pq: PathAndQuery = "/orders?x=1".parse().expect("pq");
         assert_eq!(
-            b.join(&pq).expect("join").to_string(),
+            b.join(pq.clone()).expect("join").to_string(),
             "https://api.limitless.exchange/orders?x=1"
         );
         let p = BaseUrl::parse("http://127.0.0.1:8080/api/", true).expect("valid");
         assert_eq!(
-            p.join(&pq).expect("join").to_string(),
+            p.join(pq.clone()).expect("join").to_string(),
             "http://127.0.0.1:8080/api/orders?x=1"
         );
         for bad in [
@@ -1334,7 +1410,7 @@ mod tests {
     #[test]
     fn only_the_base_origin_is_accepted() {
         let b = BaseUrl::parse("https://api.limitless.exchange", true).expect("valid");
-        let ok = |s: &str| b.resolve(&s.parse().expect("uri")).is_ok();
+        let ok = |s: &str| b.resolve(s.parse().expect("uri")).is_ok();
         assert!(ok("/orders"));
         assert!(ok("https://api.limitless.exchange/orders"));
         assert!(ok("https://API.Limitless.Exchange:443/orders"));
@@ -1345,7 +1421,7 @@ mod tests {
         assert!(!ok("https://user@api.limitless.exchange/orders"));
         assert!(!ok("api.limitless.exchange:443"));
         assert!(!ok("*"));
-        match b.resolve(&"https://evil.example/x".parse().expect("uri")) {
+        match b.resolve("https://evil.example/x".parse().expect("uri")) {
             Err(Error::ForeignOrigin { origin, base }) => {
                 assert_eq!(origin, "https://evil.example");
                 assert_eq!(base, "https://api.limitless.exchange");

@@ -1,16 +1,22 @@
 //! The client's transport: hyper-util's pooled client over hyper-rustls, or any tower service
 //! of the caller's, behind one boxed type.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
@@ -28,12 +34,154 @@ pub type Connector =
 /// [`ClientBuilder::transport`](super::ClientBuilder::transport) from the builder's settings.
 pub type HttpsTransport = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
-/// The body of a transport's response, boxed.
-pub(crate) type TransportBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Any transport, shared: what the authentication stack sits on. Cloning it (the retry layer
+/// does, for each request) costs one reference count, whatever the transport.
+#[derive(Clone)]
+pub(crate) struct Transport(Arc<dyn Dispatch>);
 
-/// Any transport, boxed: what the authentication stack sits on.
-pub(crate) type Transport =
-    BoxCloneSyncService<Request<Full<Bytes>>, Response<TransportBody>, BoxError>;
+/// Sends one request from a shared reference.
+trait Dispatch: Send + Sync + 'static {
+    fn dispatch(&self, req: Request<Full<Bytes>>) -> TransportFuture;
+}
+
+/// hyper-util's client sends from a shared reference, with no clone of its own, and its
+/// future and body go up the stack as they are.
+impl Dispatch for HttpsTransport {
+    fn dispatch(&self, req: Request<Full<Bytes>>) -> TransportFuture {
+        TransportFuture::Hyper {
+            fut: self.request(req),
+        }
+    }
+}
+
+/// A caller's service: a clone of it, made ready, for each request (tower's rule for a shared
+/// service), so one request waiting for readiness holds up no other.
+struct Cloned<T>(T);
+
+impl<T, B> Dispatch for Cloned<T>
+where
+    T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    T::Error: Into<BoxError>,
+    T::Future: Send,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn dispatch(&self, req: Request<Full<Bytes>>) -> TransportFuture {
+        let fut = self.0.clone().oneshot(req);
+        TransportFuture::Boxed {
+            fut: Box::pin(async move {
+                match fut.await {
+                    Ok(resp) => Ok(resp.map(|body| TransportBody::Boxed {
+                        body: body.map_err(Into::into).boxed_unsync(),
+                    })),
+                    Err(e) => Err(e.into()),
+                }
+            }),
+        }
+    }
+}
+
+impl Transport {
+    /// The default transport, called directly.
+    pub(crate) fn https(client: HttpsTransport) -> Self {
+        Self(Arc::new(client))
+    }
+
+    /// Any tower service that sends `Request<Full<Bytes>>`.
+    pub(crate) fn service<T, B>(service: T) -> Self
+    where
+        T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        T::Error: Into<BoxError>,
+        T::Future: Send,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self(Arc::new(Cloned(service)))
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Transport")
+    }
+}
+
+/// Always ready: a request waits for the transport's readiness inside its own future, under
+/// the attempt's timeout.
+impl Service<Request<Full<Bytes>>> for Transport {
+    type Response = Response<TransportBody>;
+    type Error = BoxError;
+    type Future = TransportFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> TransportFuture {
+        self.0.dispatch(req)
+    }
+}
+
+pin_project! {
+    /// The future of one exchange through a [`Transport`].
+    #[project = TransportFutureProj]
+    pub(crate) enum TransportFuture {
+        Hyper { #[pin] fut: hyper_util::client::legacy::ResponseFuture },
+        Boxed { fut: Pin<Box<dyn Future<Output = Result<Response<TransportBody>, BoxError>> + Send>> },
+    }
+}
+
+impl Future for TransportFuture {
+    type Output = Result<Response<TransportBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TransportFutureProj::Hyper { fut } => fut.poll(cx).map(|r| match r {
+                Ok(resp) => Ok(resp.map(|body| TransportBody::Hyper { body })),
+                Err(e) => Err(e.into()),
+            }),
+            TransportFutureProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+pin_project! {
+    /// The body of a transport's response: hyper's own, or a caller's transport's, boxed.
+    #[project = TransportBodyProj]
+    pub(crate) enum TransportBody {
+        Hyper { #[pin] body: hyper::body::Incoming },
+        Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+    }
+}
+
+impl Body for TransportBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            TransportBodyProj::Hyper { body } => body.poll_frame(cx).map_err(Into::into),
+            TransportBodyProj::Boxed { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper { body } => body.is_end_stream(),
+            Self::Boxed { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper { body } => body.size_hint(),
+            Self::Boxed { body } => body.size_hint(),
+        }
+    }
+}
 
 /// The transport settings of a [`ClientBuilder`](super::ClientBuilder).
 #[derive(Clone, Debug)]
@@ -96,19 +244,4 @@ impl TransportConfig {
                 .build(connector),
         )
     }
-}
-
-/// Boxes any tower service that sends `Request<Full<Bytes>>`.
-pub(crate) fn boxed<T, B>(service: T) -> Transport
-where
-    T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    T::Error: Into<BoxError>,
-    T::Future: Send,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let service = service
-        .map_response(|resp: Response<B>| resp.map(|b| b.map_err(Into::into).boxed_unsync()))
-        .map_err(Into::into);
-    BoxCloneSyncService::new(service)
 }
