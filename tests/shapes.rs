@@ -410,3 +410,158 @@ async fn layers_reached_only_later_are_refused_never_bypassed() {
     tokio::task::yield_now().await;
     assert_eq!(rec.count(), 0, "nothing was sent, authenticated or not");
 }
+
+#[tokio::test]
+async fn a_middleware_that_rewrites_the_target_is_refused_never_bypassed() {
+    let rec = Recorder::new();
+    let creds = Credentials::new()
+        .with_hmac(hmac())
+        .with_identity(identity());
+    let svc = ServiceBuilder::new()
+        .layer(AuthPolicyLayer::new(creds))
+        .map_request(|mut r: Request<Full<Bytes>>| {
+            // The policy decided for the route it saw; this is another target.
+            *r.uri_mut() = "/auth/api-tokens/capabilities".parse().expect("uri");
+            r
+        })
+        .layer(IdentityLayer::for_policy())
+        .layer(HmacSigningLayer::for_policy())
+        .service(rec.service());
+    let req = Request::post("/orders")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let err = svc.oneshot(req).await.expect_err("refused");
+    assert!(
+        matches!(
+            err.downcast_ref::<PolicyError>(),
+            Some(PolicyError::NotCarriedOut {
+                mode: AuthMode::Hmac,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(rec.count(), 0, "nothing was sent, authenticated or not");
+}
+
+/// A middleware that, inside its `call`, first sends another request of its own (a Privy-only
+/// one) through a signing layer for a policy that has no policy above it.
+#[derive(Clone)]
+struct SideRequest<S, T> {
+    inner: S,
+    side: T,
+    side_result: std::sync::Arc<std::sync::Mutex<Option<Result<(), String>>>>,
+}
+
+impl<S, T> tower::Service<Request<Full<Bytes>>> for SideRequest<S, T>
+where
+    S: tower::Service<Request<Full<Bytes>>>,
+    T: tower::Service<Request<Full<Bytes>>, Response = Response<()>, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        use std::future::Future as _;
+        let side = Request::get("/auth/api-tokens/capabilities")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let result = match self.side.poll_ready(&mut cx) {
+            std::task::Poll::Ready(Ok(())) => {
+                let mut fut = std::pin::pin!(self.side.call(side));
+                match fut.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(r) => r.map(drop).map_err(|e| e.to_string()),
+                    std::task::Poll::Pending => Err("pending".to_owned()),
+                }
+            }
+            _ => Err("not ready".to_owned()),
+        };
+        *self.side_result.lock().expect("lock") = Some(result);
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test]
+async fn a_decision_goes_to_its_own_request_only() {
+    let rec = Recorder::new();
+    let side_rec = Recorder::new();
+    let side_result = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let side = HmacSigningLayer::for_policy()
+        .with_clock(FixedClock::new(NOW))
+        .layer(side_rec.service());
+    let side_result2 = side_result.clone();
+    let svc = ServiceBuilder::new()
+        .layer(AuthPolicyLayer::new(Credentials::new().with_hmac(hmac())))
+        .layer_fn(move |inner| SideRequest {
+            inner,
+            side: side.clone(),
+            side_result: side_result2.clone(),
+        })
+        .layer(HmacSigningLayer::for_policy().with_clock(FixedClock::new(NOW)))
+        .service(rec.service());
+    let req = Request::post("/orders")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    svc.oneshot(req)
+        .await
+        .expect("the policy's own request is signed");
+    let seen = rec.taken();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].headers().contains_key("lmts-signature"));
+    // The side request, to a Privy-only route, did not take the HMAC decision made for
+    // `POST /orders`: with no policy of its own and no token, it was refused.
+    let side = side_result
+        .lock()
+        .expect("lock")
+        .take()
+        .expect("side request made");
+    let err = side.expect_err("refused");
+    assert!(err.contains("nothing was sent"), "{err}");
+    assert_eq!(side_rec.count(), 0);
+}
+
+#[tokio::test]
+async fn a_panic_below_the_policy_leaves_no_decision_behind() {
+    use tower::Service as _;
+    let mut svc = ServiceBuilder::new()
+        .layer(AuthPolicyLayer::new(Credentials::new().with_hmac(hmac())))
+        .service_fn(
+            |_: Request<Full<Bytes>>| -> std::future::Ready<Result<Response<()>, BoxError>> {
+                panic!("a service that panics in its call")
+            },
+        );
+    let req = || {
+        Request::post("/orders")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(svc.call(req()));
+    }));
+    assert!(caught.is_err(), "the inner service panicked");
+    // The same request, later, to a signing layer with no policy above it: no stale decision
+    // to sign it with, so it is refused for want of credentials.
+    let rec = Recorder::new();
+    let err = HmacSigningLayer::for_policy()
+        .layer(rec.service())
+        .oneshot(req())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            err.downcast_ref::<PolicyError>(),
+            Some(PolicyError::MissingCredential { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(rec.count(), 0);
+}

@@ -1,8 +1,9 @@
 //! Privy identity-token injection as a tower layer.
 //!
 //! [`IdentityLayer`] inserts `identity: Bearer <token>` (marked sensitive):
-//! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer): into exactly the requests for which
-//!   the policy chose Privy, with the token it chose; every other request passes unchanged;
+//! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer) (called from its `call`, with the
+//!   method and request-target it decided for): into exactly the requests for which the policy
+//!   chose Privy, with the token it chose; every other request passes unchanged;
 //! - on its own: into every request, with its own token (or an [`IdentityToken`] in the
 //!   request's extensions). A request that asks for another [`AuthMode`] fails locally, and one
 //!   that already carries an `lmts-signature` or `x-api-key` header (authenticated by a layer
@@ -43,7 +44,7 @@ use crate::headers::{IDENTITY, LMTS_SIGNATURE, X_API_KEY};
 use crate::layer::Own;
 use crate::layer::ResponseFuture;
 use crate::layer::hmac::has_header;
-use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth, refused};
+use crate::policy::{Accepts, AuthMode, PolicyError, Selected, handoff, refused};
 
 /// The `identity` header value to insert into `req`: `Ok(None)` to pass it on unchanged.
 fn token_for<B>(
@@ -61,13 +62,10 @@ fn token_for<B>(
         Some(e) => Err(e),
         None => Ok(Some(token.header_value())),
     };
-    if let Some(decision) = ext.get::<SelectedAuth>() {
-        // Below a policy: carry out its decision, and nothing else.
-        return match &decision.selected {
-            Selected::Privy(token) => {
-                decision.claim();
-                fresh(token)
-            }
+    // Below a policy: carry out its decision, and nothing else.
+    if let Some(decided) = handoff::take_up(req, &[AuthMode::Privy]) {
+        return match decided {
+            Some(Selected::Privy(token)) => fresh(&token),
             _ => Ok(None),
         };
     }
