@@ -18,7 +18,7 @@
 //! without verifying anything), so they differ only by their own work. The server runs on one
 //! runtime thread, the clients on the other. "64 in flight" keeps 64 requests outstanding at all
 //! times: a new one starts as soon as one ends. The interleaved rounds time the four back to
-//! back, 15 times, so that a slow phase of the machine falls on all alike.
+//! back, 31 times, so that a slow phase of the machine falls on all alike.
 //!
 //! Over TLS (a hyper test server with a test certificate, trusted through `tls_config`), the
 //! client sends 256 requests in flight with HTTP/2 (after one request has opened the
@@ -46,7 +46,7 @@ use tower::Layer as _;
 const PATH: &str = "/markets/active";
 
 /// Interleaved rounds per case.
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 31;
 
 /// Per in-flight level: client / floor, and bare / floor and layers / floor, per round.
 type Rounds = Vec<(usize, Vec<f64>, Vec<f64>, Vec<f64>)>;
@@ -256,7 +256,7 @@ fn bench(c: &mut Criterion) {
         return;
     }
     let mut report = Vec::new();
-    for (in_flight, iters) in [(1usize, 2_000u64), (64, 300)] {
+    for (in_flight, iters) in [(1usize, 1_000u64), (64, 150)] {
         let (t, u) = (transport.clone(), uri.clone());
         let floor_one = move || floor_get(t.clone(), u.clone(), creds());
         let cl = client.clone();

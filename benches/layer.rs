@@ -67,6 +67,10 @@ fn floor_request(
     drop(black_box(req));
 }
 
+/// Interleaved rounds per case: many short ones, so that the machine's drift falls within a
+/// round on the floor and the case alike.
+const ROUNDS: usize = 201;
+
 fn bench(c: &mut Criterion) {
     let get_uri: Uri = GET_TARGET.parse().expect("uri");
     let post_uri: Uri = "/orders".parse().expect("uri");
@@ -173,8 +177,9 @@ fn main() {
     let key = STANDARD.decode(SECRET).expect("valid");
     let mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
     let token_id = HeaderValue::from_static(common::TOKEN_ID);
+    let n = 2_000;
     println!(
-        "\nthe same in 31 interleaved rounds (floor_request, case, floor_request), judged on the median"
+        "\nthe same in {ROUNDS} interleaved rounds of {n} calls (floor_request, case, floor_request), judged on the median"
     );
     println!("{:<48} {:>7} {:>17} target", "case", "median", "min - max");
     let floor_get = || floor_request(&mac, &token_id, get(&get_uri), b"");
@@ -182,15 +187,18 @@ fn main() {
     let mut a = auth::<Full<Bytes>>();
     let mut l = three_layers::<Full<Bytes>>();
     let mut s = signing::<Full<Bytes>>();
-    let n = 20_000;
-    let r = common::interleaved(31, n, floor_get, || call(&mut a, get(&get_uri)));
+    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut a, get(&get_uri)));
     common::interleaved_row("AuthLayer, Full<Bytes> GET", r, Some(1.15));
-    let r = common::interleaved(31, n, floor_get, || call(&mut l, get(&get_uri)));
+    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut l, get(&get_uri)));
     common::interleaved_row("three layers by hand, Full<Bytes> GET", r, Some(1.3));
-    let r = common::interleaved(31, n, floor_post, || call(&mut a, post(&post_uri, &body)));
+    let r = common::interleaved(ROUNDS, n, floor_post, || {
+        call(&mut a, post(&post_uri, &body))
+    });
     common::interleaved_row("AuthLayer, POST 512 B", r, Some(1.15));
-    let r = common::interleaved(31, n, floor_post, || call(&mut l, post(&post_uri, &body)));
+    let r = common::interleaved(ROUNDS, n, floor_post, || {
+        call(&mut l, post(&post_uri, &body))
+    });
     common::interleaved_row("three layers by hand, POST 512 B", r, Some(1.3));
-    let r = common::interleaved(31, n, floor_get, || call(&mut s, get(&get_uri)));
+    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut s, get(&get_uri)));
     common::interleaved_row("HmacSigningLayer alone, GET", r, None);
 }
