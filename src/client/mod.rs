@@ -701,7 +701,7 @@ fn json_request(
 }
 
 /// The stack below the per-attempt timeout: the skew observer over the authentication layer
-/// over the (boxed) transport.
+/// over the shared transport.
 type Stack = Observe<crate::layer::Auth<Transport, OffsetClock<Arc<dyn Clock>>>>;
 
 /// A Limitless API client: see the [module docs](self).

@@ -1,0 +1,143 @@
+//! Repeats one case many times, for counting its instructions under valgrind's callgrind
+//! (deterministic, unlike time on a shared machine). Run a case twice, with 500 and 1,500
+//! repetitions, and divide the difference of the totals by 1,000:
+//!
+//! ```sh
+//! cargo bench --bench instructions --features client,mock --no-run
+//! B=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B floor_request 500
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B floor_request 1500
+//! ```
+//!
+//! Cases: `floor_request`, `auth`, `three_layers` (a GET over a `service_fn`, as in the layer
+//! benchmark) and `signed_floor`, `client` (one GET at a time to the embedded mock on
+//! loopback, as in the client benchmark, with client and server on one thread).
+//!
+//! Without arguments (as `cargo bench` runs it) it does nothing.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use common::requests::{auth, call, get, three_layers};
+use common::{GET_TARGET, SECRET};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt as _, Full};
+use limitless_auth::client::Client;
+use limitless_auth::clock::SystemClock;
+use limitless_auth::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
+use limitless_auth::mock::{MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
+use limitless_auth::{Credentials, HmacCredentials, Timestamp};
+use sha2::Sha256;
+
+/// The layer benchmark's floor: sign `req` by hand and drop it.
+fn floor_request(mac: &Hmac<Sha256>, token_id: &HeaderValue, mut req: Request<Full<Bytes>>) {
+    let ts = Timestamp::now(&SystemClock).expect("in range");
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut m = mac.clone();
+    m.update(ts.as_bytes());
+    m.update(b"\n");
+    m.update(req.method().as_str().as_bytes());
+    m.update(b"\n");
+    m.update(target.as_bytes());
+    m.update(b"\n");
+    let mut sig = [0u8; 44];
+    STANDARD
+        .encode_slice(m.finalize().into_bytes(), &mut sig)
+        .expect("44 bytes");
+    let h = req.headers_mut();
+    h.insert(LMTS_API_KEY, token_id.clone());
+    h.insert(
+        LMTS_TIMESTAMP,
+        HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
+    );
+    h.insert(
+        LMTS_SIGNATURE,
+        HeaderValue::from_bytes(&sig).expect("ascii"),
+    );
+    drop(std::hint::black_box(req));
+}
+
+fn layers(case: &str, n: u64) {
+    let uri: Uri = GET_TARGET.parse().expect("uri");
+    let key = STANDARD.decode(SECRET).expect("valid");
+    let mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
+    let token_id = HeaderValue::from_static(common::TOKEN_ID);
+    let mut a = auth::<Full<Bytes>>();
+    let mut l = three_layers::<Full<Bytes>>();
+    for _ in 0..n {
+        match case {
+            "floor_request" => floor_request(&mac, &token_id, get(&uri)),
+            "auth" => call(&mut a, get(&uri)),
+            _ => call(&mut l, get(&uri)),
+        }
+    }
+}
+
+/// The client benchmark's cases, one request at a time, client and mock on one thread.
+fn loopback(case: &str, n: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mock = MockServer::builder()
+            .record_requests(false)
+            .start()
+            .await
+            .expect("mock");
+        let creds = HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid");
+        let builder = Client::builder()
+            .base_url(mock.base_url())
+            .credentials(Credentials::new().with_hmac(creds.clone()));
+        let transport = builder.transport().expect("transport");
+        let client = builder.build().expect("client");
+        let uri: Uri = format!("{}/markets/active", mock.base_url())
+            .parse()
+            .expect("uri");
+        for _ in 0..n {
+            if case == "client" {
+                let resp = client
+                    .request(Method::GET, "/markets/active", None)
+                    .await
+                    .expect("response");
+                std::hint::black_box(resp.body);
+                continue;
+            }
+            let mut req = Request::get(uri.clone())
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let ts = Timestamp::now(&SystemClock).expect("clock");
+            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let sig = creds.sign(ts.as_str(), "GET", target, b"");
+            let h = req.headers_mut();
+            h.insert(LMTS_API_KEY, creds.token_id_header().clone());
+            h.insert(
+                LMTS_TIMESTAMP,
+                HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
+            );
+            h.insert(
+                LMTS_SIGNATURE,
+                HeaderValue::from_bytes(sig.as_bytes()).expect("ascii"),
+            );
+            let resp = transport.request(req).await.expect("response");
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            std::hint::black_box(body);
+        }
+    });
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
+    let (Some(case), Some(n)) = (args.next(), args.next()) else {
+        return;
+    };
+    let n: u64 = n.parse().expect("a repetition count");
+    match case.as_str() {
+        "floor_request" | "auth" | "three_layers" => layers(&case, n),
+        "signed_floor" | "client" => loopback(&case, n),
+        other => panic!("unknown case {other}"),
+    }
+}
