@@ -34,13 +34,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures_util::stream::{self, StreamExt as _};
-use http::{HeaderValue, Method, Request, Uri};
+use http::{Method, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use limitless_auth::client::{Client, HttpsTransport};
-use limitless_auth::clock::SystemClock;
-use limitless_auth::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
 use limitless_auth::mock::{MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
-use limitless_auth::{Credentials, HmacCredentials, Timestamp};
+use limitless_auth::{Credentials, HmacCredentials};
 use tower::Layer as _;
 
 const PATH: &str = "/markets/active";
@@ -115,19 +113,7 @@ async fn floor_get(client: HttpsTransport, uri: Uri, creds: HmacCredentials) {
     let mut req = Request::get(uri)
         .body(Full::new(Bytes::new()))
         .expect("request");
-    let ts = Timestamp::now(&SystemClock).expect("clock");
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let sig = creds.sign(ts.as_str(), "GET", target, b"");
-    let h = req.headers_mut();
-    h.insert(LMTS_API_KEY, creds.token_id_header().clone());
-    h.insert(
-        LMTS_TIMESTAMP,
-        HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
-    );
-    h.insert(
-        LMTS_SIGNATURE,
-        HeaderValue::from_bytes(sig.as_bytes()).expect("ascii"),
-    );
+    common::floors::sign_inline(&mut req, &creds);
     read(client.request(req).await.expect("response")).await;
 }
 

@@ -20,45 +20,16 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use common::floors::{floor_request, sign_inline};
 use common::requests::{auth, call, get, three_layers};
 use common::{GET_TARGET, SECRET};
-use hmac::{Hmac, KeyInit as _, Mac as _};
+use hmac::{Hmac, KeyInit as _};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use limitless_auth::client::Client;
-use limitless_auth::clock::SystemClock;
-use limitless_auth::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
 use limitless_auth::mock::{MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
-use limitless_auth::{Credentials, HmacCredentials, Timestamp};
+use limitless_auth::{Credentials, HmacCredentials};
 use sha2::Sha256;
-
-/// The layer benchmark's floor: sign `req` by hand and drop it.
-fn floor_request(mac: &Hmac<Sha256>, token_id: &HeaderValue, mut req: Request<Full<Bytes>>) {
-    let ts = Timestamp::now(&SystemClock).expect("in range");
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut m = mac.clone();
-    m.update(ts.as_bytes());
-    m.update(b"\n");
-    m.update(req.method().as_str().as_bytes());
-    m.update(b"\n");
-    m.update(target.as_bytes());
-    m.update(b"\n");
-    let mut sig = [0u8; 44];
-    STANDARD
-        .encode_slice(m.finalize().into_bytes(), &mut sig)
-        .expect("44 bytes");
-    let h = req.headers_mut();
-    h.insert(LMTS_API_KEY, token_id.clone());
-    h.insert(
-        LMTS_TIMESTAMP,
-        HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
-    );
-    h.insert(
-        LMTS_SIGNATURE,
-        HeaderValue::from_bytes(&sig).expect("ascii"),
-    );
-    drop(std::hint::black_box(req));
-}
 
 fn layers(case: &str, n: u64) {
     let uri: Uri = GET_TARGET.parse().expect("uri");
@@ -69,7 +40,7 @@ fn layers(case: &str, n: u64) {
     let mut l = three_layers::<Full<Bytes>>();
     for _ in 0..n {
         match case {
-            "floor_request" => floor_request(&mac, &token_id, get(&uri)),
+            "floor_request" => floor_request(&mac, &token_id, get(&uri), b""),
             "auth" => call(&mut a, get(&uri)),
             _ => call(&mut l, get(&uri)),
         }
@@ -109,19 +80,7 @@ fn loopback(case: &str, n: u64) {
             let mut req = Request::get(uri.clone())
                 .body(Full::new(Bytes::new()))
                 .expect("request");
-            let ts = Timestamp::now(&SystemClock).expect("clock");
-            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            let sig = creds.sign(ts.as_str(), "GET", target, b"");
-            let h = req.headers_mut();
-            h.insert(LMTS_API_KEY, creds.token_id_header().clone());
-            h.insert(
-                LMTS_TIMESTAMP,
-                HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
-            );
-            h.insert(
-                LMTS_SIGNATURE,
-                HeaderValue::from_bytes(sig.as_bytes()).expect("ascii"),
-            );
+            sign_inline(&mut req, &creds);
             let resp = transport.request(req).await.expect("response");
             let body = resp.into_body().collect().await.expect("body").to_bytes();
             std::hint::black_box(body);

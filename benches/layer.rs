@@ -3,10 +3,10 @@
 //!
 //! `cargo bench --bench layer`
 //!
-//! `floor_request` is written out by hand: a timestamp from the clock, formatted on the stack
-//! (this crate's `Timestamp`); a pre-keyed `Hmac<Sha256>` cloned and fed the canonical message
-//! part by part, base64 into a stack buffer; the three `HeaderValue`s created and inserted into
-//! the request's `HeaderMap`. It is timed with the request built inside the loop exactly as in
+//! `floor_request` (in `common/floors.rs`) is written out by hand: a timestamp from the clock,
+//! formatted on the stack (this crate's `Timestamp`); a pre-keyed `Hmac<Sha256>` cloned and fed
+//! the canonical message part by part, base64 into a stack buffer; the three `HeaderValue`s
+//! created and inserted into the request's `HeaderMap`. It is timed with the request built inside the loop exactly as in
 //! the layer cases (and consumed by the same kind of sink), so the ratios compare whole cases:
 //!
 //! - `auth_*`: `AuthLayer` (policy, identity and signing in one service);
@@ -17,55 +17,17 @@
 
 mod common;
 
-use std::hint::black_box;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use common::floors::floor_request;
 use common::requests::{Chunks, auth, call, get, post, post_chunked, signing, three_layers};
 use common::{GET_TARGET, SECRET};
 use criterion::Criterion;
-use hmac::{Hmac, KeyInit as _, Mac as _};
-use http::{HeaderValue, Request, Uri};
+use hmac::{Hmac, KeyInit as _};
+use http::{HeaderValue, Uri};
 use http_body_util::Full;
-use limitless_auth::Timestamp;
-use limitless_auth::clock::SystemClock;
-use limitless_auth::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
 use sha2::Sha256;
-
-/// The floor: sign `req` by hand and consume it as the sink does.
-fn floor_request(
-    mac: &Hmac<Sha256>,
-    token_id: &HeaderValue,
-    mut req: Request<Full<Bytes>>,
-    body: &[u8],
-) {
-    let ts = Timestamp::now(&SystemClock).expect("in range");
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut m = mac.clone();
-    m.update(ts.as_bytes());
-    m.update(b"\n");
-    m.update(req.method().as_str().as_bytes());
-    m.update(b"\n");
-    m.update(target.as_bytes());
-    m.update(b"\n");
-    m.update(body);
-    let mut sig = [0u8; 44];
-    STANDARD
-        .encode_slice(m.finalize().into_bytes(), &mut sig)
-        .expect("44 bytes");
-    let h = req.headers_mut();
-    h.insert(LMTS_API_KEY, token_id.clone());
-    h.insert(
-        LMTS_TIMESTAMP,
-        HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
-    );
-    h.insert(
-        LMTS_SIGNATURE,
-        HeaderValue::from_bytes(&sig).expect("ascii"),
-    );
-    drop(black_box(req));
-}
 
 /// Interleaved rounds per case: many short ones, so that the machine's drift falls within a
 /// round on the floor and the case alike.

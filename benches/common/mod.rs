@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod alloc;
+pub mod floors;
 pub mod requests;
 
 use std::future::Future;

@@ -40,7 +40,7 @@ pub type HttpsTransport = hyper_util::client::legacy::Client<Connector, Full<Byt
 pub(crate) struct Transport(Arc<dyn Dispatch>);
 
 /// Sends one request from a shared reference.
-trait Dispatch: Send + Sync + 'static {
+pub(crate) trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, req: Request<Full<Bytes>>) -> TransportFuture;
 }
 
@@ -56,7 +56,7 @@ impl Dispatch for HttpsTransport {
 
 /// A caller's service: a clone of it, made ready, for each request (tower's rule for a shared
 /// service), so one request waiting for readiness holds up no other.
-struct Cloned<T>(T);
+pub(crate) struct Cloned<T>(T);
 
 impl<T, B> Dispatch for Cloned<T>
 where
@@ -88,13 +88,9 @@ impl Transport {
     }
 
     /// Any tower service that sends `Request<Full<Bytes>>`.
-    pub(crate) fn service<T, B>(service: T) -> Self
+    pub(crate) fn service<T>(service: T) -> Self
     where
-        T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        T::Error: Into<BoxError>,
-        T::Future: Send,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        Cloned<T>: Dispatch,
     {
         Self(Arc::new(Cloned(service)))
     }
