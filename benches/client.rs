@@ -181,8 +181,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("client");
     for in_flight in [1usize, 64] {
         group.throughput(Throughput::Elements(in_flight as u64));
-        let (t, u) = (transport.clone(), uri.clone());
-        let one = move || floor_get(t.clone(), u.clone(), creds());
+        let (t, u, k) = (transport.clone(), uri.clone(), creds());
+        let one = move || floor_get(t.clone(), u.clone(), k.clone());
         group.bench_function(format!("floor_{in_flight}"), |b| {
             b.iter_custom(|iters| batches(&rt, iters, in_flight, one.clone()))
         });
@@ -243,8 +243,8 @@ fn bench(c: &mut Criterion) {
     }
     let mut report = Vec::new();
     for (in_flight, iters) in [(1usize, 1_000u64), (64, 150)] {
-        let (t, u) = (transport.clone(), uri.clone());
-        let floor_one = move || floor_get(t.clone(), u.clone(), creds());
+        let (t, u, k) = (transport.clone(), uri.clone(), creds());
+        let floor_one = move || floor_get(t.clone(), u.clone(), k.clone());
         let cl = client.clone();
         let client_one = move || client_get(cl.clone());
         let (t, u) = (transport.clone(), uri.clone());
