@@ -693,10 +693,11 @@ impl RouteTable {
         loop {
             let headers = req.headers();
             let route = route_path(req);
+            // The route first: most requests match no rule, and that costs no header lookup.
             let found = self.strip_rules.iter().find(|(m, p, name)| {
-                headers.contains_key(name)
-                    && m.as_ref().is_none_or(|m| *m == key)
+                m.as_ref().is_none_or(|m| *m == key)
                     && p.matches(route)
+                    && headers.contains_key(name)
             });
             match found {
                 Some((_, _, name)) => {
