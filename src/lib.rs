@@ -64,7 +64,9 @@ pub use credentials::{
 pub use layer::AuthLayer;
 pub use layer::hmac::{HmacSigning, HmacSigningLayer, SignedBody, SigningError};
 pub use layer::privy::{Identity, IdentityLayer};
-pub use policy::{Accepts, AuthMode, AuthPolicy, AuthPolicyLayer, PolicyError, RouteTable};
+pub use policy::{
+    Accepts, AuthMode, AuthPolicy, AuthPolicyLayer, PolicyError, RouteTable, SelectedAuth,
+};
 pub use scope::Scope;
 pub use sign::{Signature, Timestamp};
 

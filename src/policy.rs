@@ -3,9 +3,10 @@
 //!
 //! [`AuthPolicyLayer`] classifies each request with a [`RouteTable`], removes every
 //! authentication header the caller set (`lmts-*`, `identity`, `x-api-key`), chooses one
-//! [`AuthMode`] from the credentials it holds, and hands that choice to the layers it calls: the
-//! one decision that the [`IdentityLayer`](crate::IdentityLayer) and
-//! [`HmacSigningLayer`](crate::HmacSigningLayer) below it carry out. When the route's modes have no credentials it fails locally with a
+//! [`AuthMode`] from the credentials it holds, and records the choice in the request's
+//! extensions as a [`SelectedAuth`]: the one decision that the
+//! [`IdentityLayer`](crate::IdentityLayer) and [`HmacSigningLayer`](crate::HmacSigningLayer)
+//! below it carry out. When the route's modes have no credentials it fails locally with a
 //! [`PolicyError`] and the inner service is never called.
 //!
 //! It fails closed whatever the stack: a decision for HMAC (or Privy) that no signing (or
@@ -64,6 +65,7 @@ use std::ops::BitOr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, Method, Request};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -835,8 +837,30 @@ impl RoutePrefix {
     }
 }
 
-/// What the policy chose for a request, with the credential to use: the one decision the
-/// layers below act on.
+/// The authentication the policy chose for a request: the one decision the layers below act on.
+///
+/// [`AuthPolicy`] inserts it into every request's extensions; [`IdentityLayer`] and
+/// [`HmacSigningLayer`] below carry it out (the identity token for Privy, the signature for
+/// HMAC) and nothing else. Only this crate makes one, so a caller cannot forge a decision.
+///
+/// [`IdentityLayer`]: crate::IdentityLayer
+/// [`HmacSigningLayer`]: crate::HmacSigningLayer
+///
+/// ```compile_fail
+/// // No decision can be made outside the policy:
+/// let forged = limitless_auth::SelectedAuth { selected: todo!(), nonce: 1 };
+/// ```
+#[derive(Clone, Debug)]
+pub struct SelectedAuth {
+    pub(crate) selected: Selected,
+    /// Matched against [`claim`] to see that a layer below carried the decision out.
+    nonce: u64,
+    /// The method and request-target the decision was made for.
+    method: Method,
+    target: Option<PathAndQuery>,
+}
+
+/// What was chosen, with the credential to use.
 #[derive(Clone, Debug)]
 pub(crate) enum Selected {
     /// With the route's scope requirement when it depends on the body (the signing layer, which
@@ -859,91 +883,64 @@ impl Selected {
     }
 }
 
-/// The decision of the policy whose `call` is running on this thread, handed to the layers it
-/// calls.
-///
-/// A decision lives only while its policy calls the service below (the previous one, of a
-/// policy further out, is restored afterwards, also when unwinding), and it is handed only to
-/// a request with the method and request-target it was made for: no other request can take
-/// it, and a caller cannot make one. A layer below takes it synchronously in its `call`, before
-/// anything can be sent, and marks it carried out; right after calling the layers below, the
-/// policy checks the mark. A stack with no layer to carry the decision out fails locally, and
-/// the inner service's future is dropped unpolled.
-///
-/// It travels beside the request rather than in its extensions, which cost three heap
-/// allocations per request.
-pub(crate) mod handoff {
-    use std::cell::RefCell;
-
-    use http::uri::PathAndQuery;
-    use http::{Method, Request};
-
-    use super::{AuthMode, Selected};
-
-    struct Decision {
-        selected: Selected,
-        method: Method,
-        target: Option<PathAndQuery>,
-        carried_out: bool,
+impl SelectedAuth {
+    /// The mode chosen.
+    pub fn mode(&self) -> AuthMode {
+        self.selected.mode()
     }
+
+    /// Records that the calling layer carries this decision out.
+    pub(crate) fn claim(&self) {
+        claim::set(self.nonce);
+    }
+
+    /// The decision, if it was made for `req`'s method and request-target; refused otherwise
+    /// (a layer between the policy and this one changed the request, or moved the decision to
+    /// another request): a decision is only ever carried out for the route it was made for.
+    pub(crate) fn for_request<B>(&self, req: &Request<B>) -> Result<&Selected, PolicyError> {
+        if self.method == req.method() && self.target.as_ref() == req.uri().path_and_query() {
+            Ok(&self.selected)
+        } else {
+            // Refusing is this layer's answer to the decision: the policy passes the refusal
+            // on, with its reason, instead of reporting the decision as not taken up.
+            self.claim();
+            Err(PolicyError::DecidedForAnother {
+                method: req.method().clone(),
+                path: display_path(req.uri().path()).into_owned(),
+            })
+        }
+    }
+}
+
+/// Whether a decision was carried out below the policy.
+///
+/// The layers below claim a decision synchronously in their `call`, before anything can be
+/// sent; the policy compares, right after calling its inner service, the last claim made on
+/// this thread with the nonce of its own decision. A stack with no layer to carry the decision
+/// out fails locally, and the inner service's future is dropped unpolled.
+mod claim {
+    use std::cell::Cell;
 
     thread_local! {
-        static CURRENT: RefCell<Option<Decision>> = const { RefCell::new(None) };
+        static NEXT: Cell<u64> = const { Cell::new(0) };
+        static CLAIMED: Cell<u64> = const { Cell::new(0) };
     }
 
-    /// The decision for `req` of the policy that calls this layer, if there is one: the
-    /// selection, marked carried out, when its mode is one of `modes` (`None` inside when it is
-    /// another's).
-    pub(crate) fn take_up<B>(req: &Request<B>, modes: &[AuthMode]) -> Option<Option<Selected>> {
-        CURRENT.with_borrow_mut(|current| {
-            let d = current.as_mut().filter(|d| {
-                d.method == req.method() && d.target.as_ref() == req.uri().path_and_query()
-            })?;
-            if !modes.contains(&d.selected.mode()) {
-                return Some(None);
-            }
-            d.carried_out = true;
-            Some(Some(d.selected.clone()))
+    /// A nonce not used before on this thread.
+    pub(super) fn next() -> u64 {
+        NEXT.with(|n| {
+            let v = n.get().wrapping_add(1);
+            n.set(v);
+            v
         })
     }
 
-    /// A decision handed down while the policy calls the service below.
-    pub(crate) struct Scope {
-        previous: Option<Option<Decision>>,
+    pub(super) fn set(nonce: u64) {
+        CLAIMED.with(|c| c.set(nonce));
     }
 
-    impl Scope {
-        /// Hands `selected`, made for `req`, to the layers called from here on.
-        pub(crate) fn enter<B>(req: &Request<B>, selected: Selected) -> Self {
-            let decision = Decision {
-                selected,
-                method: req.method().clone(),
-                target: req.uri().path_and_query().cloned(),
-                carried_out: false,
-            };
-            let previous = CURRENT.with_borrow_mut(|c| c.replace(decision));
-            Self {
-                previous: Some(previous),
-            }
-        }
-
-        /// Ends the hand-down: whether a layer carried the decision out, with the method and
-        /// request-target it was made for.
-        pub(crate) fn leave(mut self) -> (bool, Method, Option<PathAndQuery>) {
-            let previous = self.previous.take().flatten();
-            match CURRENT.with_borrow_mut(|c| std::mem::replace(c, previous)) {
-                Some(d) => (d.carried_out, d.method, d.target),
-                None => (false, Method::GET, None),
-            }
-        }
-    }
-
-    impl Drop for Scope {
-        fn drop(&mut self) {
-            if let Some(previous) = self.previous.take() {
-                CURRENT.with_borrow_mut(|c| *c = previous);
-            }
-        }
+    pub(super) fn taken(nonce: u64) -> bool {
+        CLAIMED.with(|c| c.get() == nonce)
     }
 }
 
@@ -1018,6 +1015,19 @@ pub enum PolicyError {
         path: String,
         /// The mode chosen.
         mode: AuthMode,
+    },
+    /// A layer below the policy received the policy's decision with a request of another
+    /// method or request-target than the one it was made for (a layer in between changed the
+    /// request): the decision is not carried out for a route it was not made for.
+    #[error(
+        "{method} {path}: the route policy decided for another method or request-target (a layer \
+         between it and this one changed the request); nothing was sent"
+    )]
+    DecidedForAnother {
+        /// The request's method, as this layer received it.
+        method: Method,
+        /// The request's path (without the query), as this layer received it.
+        path: String,
     },
 }
 
@@ -1375,12 +1385,23 @@ where
             Err(e) => return ResponseFuture::error(refused(e)),
         };
         let mode = selected.mode();
-        let scope = handoff::Scope::enter(&req, selected);
+        let carried_out_below = matches!(mode, AuthMode::Hmac | AuthMode::Privy);
+        let nonce = claim::next();
+        // The clones share their bytes.
+        let (method, target) = (req.method().clone(), req.uri().path_and_query().cloned());
+        // Kept for the refusal below.
+        let refusal = carried_out_below.then(|| (method.clone(), target.clone()));
+        // Replaces any decision already in the request: only this policy's counts.
+        req.extensions_mut().insert(SelectedAuth {
+            selected,
+            nonce,
+            method,
+            target,
+        });
         let fut = self.inner.call(req);
-        let (carried_out, method, target) = scope.leave();
-        match mode {
-            // Nothing below took the decision up: drop the future unpolled, so nothing is sent.
-            AuthMode::Hmac | AuthMode::Privy if !carried_out => {
+        match refusal {
+            // Nothing below took the decision: drop the future unpolled, so nothing is sent.
+            Some((method, target)) if !claim::taken(nonce) => {
                 drop(fut);
                 let path = target.as_ref().map_or("/", |pq| pq.path());
                 ResponseFuture::error(refused(PolicyError::NotCarriedOut {

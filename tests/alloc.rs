@@ -1,7 +1,7 @@
 //! Allocation budgets (upper bounds): none for a signature or a timestamp, at most four per
-//! signed request in the signing layer, in `AuthLayer` and through the three layers stacked by
-//! hand (the policy's decision is handed down beside the call, not allocated in the request's
-//! extensions). Requests are built before counting.
+//! signed request in the signing layer and in `AuthLayer`, and three more through the three
+//! layers stacked by hand, where the policy's decision travels in the request's extensions
+//! (the extensions map, its table and the boxed value). Requests are built before counting.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -63,6 +63,6 @@ fn signed_requests_stay_within_their_allocation_budgets() {
         let (_, n) = alloc::count(|| call(&mut auth, r2));
         assert!(n <= budget, "AuthLayer, {what}: {n} allocations");
         let (_, n) = alloc::count(|| call(&mut layers, r3));
-        assert!(n <= budget, "three layers, {what}: {n} allocations");
+        assert!(n <= budget + 3, "three layers, {what}: {n} allocations");
     }
 }

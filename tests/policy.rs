@@ -356,8 +356,8 @@ async fn requested_mode_cannot_force_hmac_onto_a_privy_only_route() {
             "{err}"
         );
     }
-    // A caller cannot hand down a decision of its own: only the policy makes one, for the
-    // request it is calling the layers below with.
+    // A caller cannot insert a decision of its own: `SelectedAuth` has no public constructor
+    // (a compile_fail doctest on it shows that).
 }
 
 #[tokio::test]

@@ -19,14 +19,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::credentials::Credentials;
 use crate::headers::IDENTITY;
 use crate::policy::{
-    AuthMode, AuthPolicyLayer, PolicyConfig, PolicyError, RouteTable, Selected, handoff, refused,
+    AuthPolicyLayer, PolicyConfig, PolicyError, RouteTable, Selected, SelectedAuth, refused,
 };
 
 /// Policy → identity → HMAC signing in one layer, sharing one set of credentials.
 ///
 /// It behaves exactly as stacking [`AuthPolicyLayer`], [`IdentityLayer::for_policy`] and
 /// [`HmacSigningLayer::for_policy`] by hand: the same decision, made by the same code, carried
-/// out in the same service that makes it, so nothing is handed down and
+/// out in the same service that makes it, so the decision needs no per-request extension and
 /// the request is moved once.
 ///
 /// ```
@@ -161,14 +161,14 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // The same decision the policy layer makes, carried out here rather than passed down
         // (a decision from a policy above is carried out as it is).
-        const ALL: [AuthMode; 4] = [
-            AuthMode::Hmac,
-            AuthMode::Privy,
-            AuthMode::ApiKey,
-            AuthMode::None,
-        ];
-        let selected = match handoff::take_up(&req, &ALL).flatten() {
-            Some(selected) => selected,
+        let selected = match req.extensions().get::<SelectedAuth>() {
+            Some(decision) => match decision.for_request(&req) {
+                Ok(selected) => {
+                    decision.claim();
+                    selected.clone()
+                }
+                Err(e) => return SigningFuture::failed(refused(e)),
+            },
             None => match self.policy.decide(&mut req, self.pinned.as_deref()) {
                 Ok(selected) => selected,
                 Err(e) => return SigningFuture::failed(refused(e)),

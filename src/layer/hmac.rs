@@ -9,9 +9,8 @@
 //! or rebuilt.
 //!
 //! Which requests it signs:
-//! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer) (called from its `call`, with the
-//!   method and request-target it decided for): exactly those for which the policy chose HMAC,
-//!   with the credentials the policy chose;
+//! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer): exactly those for which the policy
+//!   chose HMAC, with the credentials the policy chose;
 //! - on its own: every request, with its own credentials (or an [`HmacCredentials`] in the
 //!   request's extensions). A request that asks for another [`AuthMode`] fails locally, and
 //!   one that already carries an `identity` or `x-api-key` header (authenticated by a layer
@@ -65,7 +64,7 @@ use crate::credentials::{HmacCredentials, SharedCredentials, sensitive_header};
 use crate::headers::{IDENTITY, LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP, X_API_KEY};
 use crate::layer::Own;
 use crate::policy::{
-    Accepts, AuthMode, PolicyError, RoutePrefix, ScopeRequirement, Selected, handoff, refused,
+    Accepts, AuthMode, PolicyError, RoutePrefix, ScopeRequirement, Selected, SelectedAuth, refused,
 };
 use crate::sign::{Timestamp, TimestampError};
 use std::sync::Arc;
@@ -184,14 +183,21 @@ pub(crate) fn has_header(headers: &HeaderMap, names: [&http::HeaderName; 2]) -> 
 /// With which credentials to sign `req` (and the route's scope requirement when it depends on
 /// the body): `Ok(None)` to pass it on untouched.
 fn signer<B>(req: &Request<B>, own: &Own<HmacCredentials>) -> Result<Option<Signer>, PolicyError> {
-    // Below a policy: carry out its decision, and nothing else.
-    if let Some(decided) = handoff::take_up(req, &[AuthMode::Hmac]) {
-        return Ok(match decided {
-            Some(Selected::Hmac(creds, body_rule)) => Some(Signer { creds, body_rule }),
+    let ext = req.extensions();
+    if let Some(decision) = ext.get::<SelectedAuth>() {
+        // Below a policy: carry out its decision, for the route it was made for, and nothing
+        // else.
+        return Ok(match decision.for_request(req)? {
+            Selected::Hmac(creds, body_rule) => {
+                decision.claim();
+                Some(Signer {
+                    creds: creds.clone(),
+                    body_rule: body_rule.clone(),
+                })
+            }
             _ => None,
         });
     }
-    let ext = req.extensions();
     // On its own: every request is signed, unless a layer above authenticated it otherwise.
     if has_header(req.headers(), [&IDENTITY, &X_API_KEY]) {
         return Ok(None);

@@ -1,9 +1,8 @@
 //! Privy identity-token injection as a tower layer.
 //!
 //! [`IdentityLayer`] inserts `identity: Bearer <token>` (marked sensitive):
-//! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer) (called from its `call`, with the
-//!   method and request-target it decided for): into exactly the requests for which the policy
-//!   chose Privy, with the token it chose; every other request passes unchanged;
+//! - below an [`AuthPolicyLayer`](crate::AuthPolicyLayer): into exactly the requests for which
+//!   the policy chose Privy, with the token it chose; every other request passes unchanged;
 //! - on its own: into every request, with its own token (or an [`IdentityToken`] in the
 //!   request's extensions). A request that asks for another [`AuthMode`] fails locally, and one
 //!   that already carries an `lmts-signature` or `x-api-key` header (authenticated by a layer
@@ -44,7 +43,7 @@ use crate::headers::{IDENTITY, LMTS_SIGNATURE, X_API_KEY};
 use crate::layer::Own;
 use crate::layer::ResponseFuture;
 use crate::layer::hmac::has_header;
-use crate::policy::{Accepts, AuthMode, PolicyError, Selected, handoff, refused};
+use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth, refused};
 
 /// The `identity` header value to insert into `req`: `Ok(None)` to pass it on unchanged.
 fn token_for<B>(
@@ -62,10 +61,14 @@ fn token_for<B>(
         Some(e) => Err(e),
         None => Ok(Some(token.header_value())),
     };
-    // Below a policy: carry out its decision, and nothing else.
-    if let Some(decided) = handoff::take_up(req, &[AuthMode::Privy]) {
-        return match decided {
-            Some(Selected::Privy(token)) => fresh(&token),
+    if let Some(decision) = ext.get::<SelectedAuth>() {
+        // Below a policy: carry out its decision, for the route it was made for, and nothing
+        // else.
+        return match decision.for_request(req)? {
+            Selected::Privy(token) => {
+                decision.claim();
+                fresh(token)
+            }
             _ => Ok(None),
         };
     }
