@@ -522,3 +522,57 @@ async fn a_timed_out_post_is_not_retried_but_a_get_is() {
     client.list_tokens().await.expect("second attempt answers");
     assert_eq!(mock.arrivals(), 3);
 }
+
+/// A transport that never becomes ready, counting the calls it gets (none should come).
+#[derive(Clone, Default)]
+struct NeverReady {
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<Request<Full<Bytes>>> for NeverReady {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Pending
+    }
+
+    fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(http::Response::new(Full::new(Bytes::new()))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_that_never_gets_ready_times_out_each_attempt() {
+    let transport = NeverReady::default();
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:9")
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .retry(RetryConfig {
+            max_attempts: 1,
+            ..fast_retries()
+        })
+        .timeout(Some(Duration::from_secs(2)))
+        .build_with_transport(transport.clone())
+        .expect("client");
+    let started = tokio::time::Instant::now();
+    let err = client
+        .request(Method::GET, "/orders", None)
+        .await
+        .expect_err("timed out");
+    assert!(
+        matches!(err, Error::Timeout(t) if t == Duration::from_secs(2)),
+        "{err:?}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(
+        transport.calls.load(Ordering::SeqCst),
+        0,
+        "nothing was sent"
+    );
+}
