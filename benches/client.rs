@@ -10,7 +10,7 @@
 //!   `lmts-*` headers inserted), with no layers, then reads the body. The baseline of the
 //!   targets.
 //! - `client`: `Client::request`, the whole client: retry, per-attempt timeout, clock-skew
-//!   observer, `AuthLayer`, the boxed transport, the response collected.
+//!   observer, `AuthLayer`, the shared transport, the response collected.
 //! - `bare`: the same hyper-util client sending the GET unsigned (reference).
 //! - `layers`: `AuthLayer` alone over the same hyper-util client (reference).
 //!

@@ -1,5 +1,5 @@
 //! The client's transport: hyper-util's pooled client over hyper-rustls, or any tower service
-//! of the caller's, behind one boxed type.
+//! of the caller's, behind one shared type.
 
 use std::fmt;
 use std::future::Future;
@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -71,9 +71,9 @@ where
         TransportFuture::Boxed {
             fut: Box::pin(async move {
                 match fut.await {
-                    Ok(resp) => Ok(resp.map(|body| TransportBody::Boxed {
-                        body: body.map_err(Into::into).boxed_unsync(),
-                    })),
+                    Ok(resp) => {
+                        Ok(resp.map(|body| Either::Right(body.map_err(Into::into).boxed_unsync())))
+                    }
                     Err(e) => Err(e.into()),
                 }
             }),
@@ -133,7 +133,7 @@ impl Future for TransportFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             TransportFutureProj::Hyper { fut } => fut.poll(cx).map(|r| match r {
-                Ok(resp) => Ok(resp.map(|body| TransportBody::Hyper { body })),
+                Ok(resp) => Ok(resp.map(Either::Left)),
                 Err(e) => Err(e.into()),
             }),
             TransportFutureProj::Boxed { fut } => fut.as_mut().poll(cx),
@@ -141,43 +141,8 @@ impl Future for TransportFuture {
     }
 }
 
-pin_project! {
-    /// The body of a transport's response: hyper's own, or a caller's transport's, boxed.
-    #[project = TransportBodyProj]
-    pub(crate) enum TransportBody {
-        Hyper { #[pin] body: hyper::body::Incoming },
-        Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
-    }
-}
-
-impl Body for TransportBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            TransportBodyProj::Hyper { body } => body.poll_frame(cx).map_err(Into::into),
-            TransportBodyProj::Boxed { body } => body.poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Hyper { body } => body.is_end_stream(),
-            Self::Boxed { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Hyper { body } => body.size_hint(),
-            Self::Boxed { body } => body.size_hint(),
-        }
-    }
-}
+/// The body of a transport's response: hyper's own, or a caller's transport's, boxed.
+pub(crate) type TransportBody = Either<hyper::body::Incoming, UnsyncBoxBody<Bytes, BoxError>>;
 
 /// The transport settings of a [`ClientBuilder`](super::ClientBuilder).
 #[derive(Clone, Debug)]
