@@ -890,25 +890,32 @@ impl SelectedAuth {
     }
 
     /// Records that the calling layer carries this decision out.
-    pub(crate) fn claim(&self) {
+    fn claim(&self) {
         claim::set(self.nonce);
     }
 
-    /// The decision, if it was made for `req`'s method and request-target; refused otherwise
-    /// (a layer between the policy and this one changed the request, or moved the decision to
-    /// another request): a decision is only ever carried out for the route it was made for.
-    pub(crate) fn for_request<B>(&self, req: &Request<B>) -> Result<&Selected, PolicyError> {
-        if self.method == req.method() && self.target.as_ref() == req.uri().path_and_query() {
-            Ok(&self.selected)
-        } else {
-            // Refusing is this layer's answer to the decision: the policy passes the refusal
-            // on, with its reason, instead of reporting the decision as not taken up.
+    /// The decision as a layer below takes it up: the selection, claimed, when `carries` its
+    /// mode; `None` when it is another layer's to carry out. Refused (and claimed, so that the
+    /// policy passes on this reason) for a request of another method or request-target than
+    /// the one it was made for: a layer in between changed the request, and a decision is only
+    /// ever carried out for the route it was made for.
+    pub(crate) fn take_up<B>(
+        &self,
+        req: &Request<B>,
+        carries: impl FnOnce(AuthMode) -> bool,
+    ) -> Result<Option<&Selected>, PolicyError> {
+        if self.method != req.method() || self.target.as_ref() != req.uri().path_and_query() {
             self.claim();
-            Err(PolicyError::DecidedForAnother {
+            return Err(PolicyError::DecidedForAnother {
                 method: req.method().clone(),
                 path: display_path(req.uri().path()).into_owned(),
-            })
+            });
         }
+        if !carries(self.selected.mode()) {
+            return Ok(None);
+        }
+        self.claim();
+        Ok(Some(&self.selected))
     }
 }
 

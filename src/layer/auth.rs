@@ -10,6 +10,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::hmac::{Signer, SigningFuture, sign_then_call};
+use super::privy::identity_value;
 #[cfg(doc)]
 use super::{hmac::HmacSigningLayer, privy::IdentityLayer};
 use crate::BoxError;
@@ -18,9 +19,7 @@ use crate::clock::{Clock, SystemClock};
 #[cfg(doc)]
 use crate::credentials::Credentials;
 use crate::headers::IDENTITY;
-use crate::policy::{
-    AuthPolicyLayer, PolicyConfig, PolicyError, RouteTable, Selected, SelectedAuth, refused,
-};
+use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, Selected, SelectedAuth, refused};
 
 /// Policy → identity → HMAC signing in one layer, sharing one set of credentials.
 ///
@@ -162,11 +161,9 @@ where
         // The same decision the policy layer makes, carried out here rather than passed down
         // (a decision from a policy above is carried out as it is).
         let selected = match req.extensions().get::<SelectedAuth>() {
-            Some(decision) => match decision.for_request(&req) {
-                Ok(selected) => {
-                    decision.claim();
-                    selected.clone()
-                }
+            // This layer carries out every mode.
+            Some(decision) => match decision.take_up(&req, |_| true) {
+                Ok(selected) => selected.cloned().unwrap_or(Selected::None),
                 Err(e) => return SigningFuture::failed(refused(e)),
             },
             None => match self.policy.decide(&mut req, self.pinned.as_deref()) {
@@ -179,14 +176,13 @@ where
                 let signer = Signer { creds, body_rule };
                 sign_then_call(&mut self.inner, req, signer, &self.clock, self.body_limit)
             }
-            Selected::Privy(token) => {
-                let now = self.clock.now_millis();
-                if let Some(e) = PolicyError::expired(req.method(), req.uri(), &token, now) {
-                    return SigningFuture::failed(refused(e));
+            Selected::Privy(token) => match identity_value(&req, &token, &self.clock) {
+                Ok(value) => {
+                    req.headers_mut().insert(IDENTITY, value);
+                    SigningFuture::calling(self.inner.call(req))
                 }
-                req.headers_mut().insert(IDENTITY, token.header_value());
-                SigningFuture::calling(self.inner.call(req))
-            }
+                Err(e) => SigningFuture::failed(refused(e)),
+            },
             Selected::ApiKey | Selected::None => SigningFuture::calling(self.inner.call(req)),
         }
     }

@@ -50,7 +50,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
-use http::{Extensions, HeaderMap, Method, Request, Uri};
+use http::{Extensions, Method, Request, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -58,14 +58,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::body::{DEFAULT_BODY_LIMIT, Gather, check_declared, get_unhashed};
+use crate::body::{DEFAULT_BODY_LIMIT, Gather, check_declared};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{HmacCredentials, SharedCredentials, sensitive_header};
 use crate::headers::{IDENTITY, LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP, X_API_KEY};
-use crate::layer::Own;
-use crate::policy::{
-    Accepts, AuthMode, PolicyError, RoutePrefix, ScopeRequirement, Selected, SelectedAuth, refused,
-};
+use crate::layer::{Own, Plan, plan};
+use crate::policy::{AuthMode, PolicyError, RoutePrefix, ScopeRequirement, Selected, refused};
 use crate::sign::{Timestamp, TimestampError};
 use std::sync::Arc;
 
@@ -175,54 +173,23 @@ impl<S, C> HmacSigning<S, C> {
     }
 }
 
-/// Whether `headers` carry the credential of a mode other than HMAC, set by a layer above.
-pub(crate) fn has_header(headers: &HeaderMap, names: [&http::HeaderName; 2]) -> bool {
-    !headers.is_empty() && names.iter().any(|n| get_unhashed(headers, n).is_some())
-}
-
 /// With which credentials to sign `req` (and the route's scope requirement when it depends on
 /// the body): `Ok(None)` to pass it on untouched.
 fn signer<B>(req: &Request<B>, own: &Own<HmacCredentials>) -> Result<Option<Signer>, PolicyError> {
-    let ext = req.extensions();
-    if let Some(decision) = ext.get::<SelectedAuth>() {
-        // Below a policy: carry out its decision, for the route it was made for, and nothing
-        // else.
-        return Ok(match decision.for_request(req)? {
-            Selected::Hmac(creds, body_rule) => {
-                decision.claim();
-                Some(Signer {
-                    creds: creds.clone(),
-                    body_rule: body_rule.clone(),
-                })
-            }
-            _ => None,
-        });
-    }
-    // On its own: every request is signed, unless a layer above authenticated it otherwise.
-    if has_header(req.headers(), [&IDENTITY, &X_API_KEY]) {
-        return Ok(None);
-    }
-    if let Some(&mode) = ext.get::<AuthMode>()
-        && mode != AuthMode::Hmac
-    {
-        return Err(PolicyError::not_this_layer(
-            req.method(),
-            req.uri(),
-            mode,
-            AuthMode::Hmac,
-        ));
-    }
-    let own = || own.get(|c| c.hmac.as_ref());
-    ext.get::<HmacCredentials>()
-        .cloned()
-        .or_else(own)
-        .map(|creds| {
-            Some(Signer {
-                creds,
-                body_rule: None,
-            })
-        })
-        .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::HMAC))
+    let plan = plan(req, AuthMode::Hmac, [&IDENTITY, &X_API_KEY], own, |c| {
+        c.hmac.as_ref()
+    })?;
+    Ok(match plan {
+        Plan::Decided(Selected::Hmac(creds, body_rule)) => Some(Signer {
+            creds: creds.clone(),
+            body_rule: body_rule.clone(),
+        }),
+        Plan::Own(creds) => Some(Signer {
+            creds,
+            body_rule: None,
+        }),
+        Plan::Pass | Plan::Decided(_) => None,
+    })
 }
 
 /// What to sign a request with.

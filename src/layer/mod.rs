@@ -12,10 +12,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use http::{HeaderMap, HeaderName, Request};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
-use crate::credentials::SharedCredentials;
+use crate::body::get_unhashed;
+use crate::credentials::{Credentials, SharedCredentials};
+use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth};
 
 /// Where a layer used on its own (without a policy above) takes its credential from.
 #[derive(Clone, Debug)]
@@ -37,6 +40,64 @@ impl<T: Clone> Own<T> {
             Self::None => None,
         }
     }
+}
+
+/// What a layer that carries out one mode does with a request.
+pub(crate) enum Plan<'r, T> {
+    /// Pass it on untouched: it is another mode's.
+    Pass,
+    /// Carry out the decision of the policy above (claimed): always this layer's mode.
+    Decided(&'r Selected),
+    /// On its own: authenticate it with this credential.
+    Own(T),
+}
+
+/// The one rule of the [`hmac`] and [`privy`] layers, for a layer carrying out `mode`:
+/// - below a policy: its decision, for the request it was made for, and nothing else;
+/// - on its own: every request, with a credential of `T` from the request's extensions or the
+///   layer's own, unless a layer above authenticated it otherwise (it carries one of `others`),
+///   and refused when it asks for another mode or no credential is at hand.
+pub(crate) fn plan<'r, B, T>(
+    req: &'r Request<B>,
+    mode: AuthMode,
+    others: [&HeaderName; 2],
+    own: &Own<T>,
+    pick: impl FnOnce(&Credentials) -> Option<&T>,
+) -> Result<Plan<'r, T>, PolicyError>
+where
+    T: Clone + Send + Sync + 'static,
+{
+    let ext = req.extensions();
+    if let Some(decision) = ext.get::<SelectedAuth>() {
+        return Ok(match decision.take_up(req, |m| m == mode)? {
+            Some(selected) => Plan::Decided(selected),
+            None => Plan::Pass,
+        });
+    }
+    if has_header(req.headers(), others) {
+        return Ok(Plan::Pass);
+    }
+    if let Some(&asked) = ext.get::<AuthMode>()
+        && asked != mode
+    {
+        return Err(PolicyError::not_this_layer(
+            req.method(),
+            req.uri(),
+            asked,
+            mode,
+        ));
+    }
+    ext.get::<T>()
+        .cloned()
+        .or_else(|| own.get(pick))
+        .map(Plan::Own)
+        .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::only(mode)))
+}
+
+/// Whether `headers` carry one of `names` (the credential of another mode, set by a layer
+/// above).
+fn has_header(headers: &HeaderMap, names: [&HeaderName; 2]) -> bool {
+    !headers.is_empty() && names.iter().any(|n| get_unhashed(headers, n).is_some())
 }
 
 pin_project! {

@@ -40,10 +40,8 @@ use crate::BoxError;
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{IdentityToken, SharedCredentials};
 use crate::headers::{IDENTITY, LMTS_SIGNATURE, X_API_KEY};
-use crate::layer::Own;
-use crate::layer::ResponseFuture;
-use crate::layer::hmac::has_header;
-use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth, refused};
+use crate::layer::{Own, Plan, ResponseFuture, plan};
+use crate::policy::{AuthMode, PolicyError, Selected, refused};
 
 /// The `identity` header value to insert into `req`: `Ok(None)` to pass it on unchanged.
 fn token_for<B>(
@@ -51,50 +49,29 @@ fn token_for<B>(
     own: &Own<IdentityToken>,
     clock: &impl Clock,
 ) -> Result<Option<http::HeaderValue>, PolicyError> {
-    let ext = req.extensions();
-    let fresh = |token: &IdentityToken| match PolicyError::expired(
-        req.method(),
-        req.uri(),
-        token,
-        clock.now_millis(),
-    ) {
+    let plan = plan(
+        req,
+        AuthMode::Privy,
+        [&LMTS_SIGNATURE, &X_API_KEY],
+        own,
+        |c| c.identity.as_ref(),
+    )?;
+    match plan {
+        Plan::Decided(Selected::Privy(token)) => identity_value(req, token, clock).map(Some),
+        Plan::Own(token) => identity_value(req, &token, clock).map(Some),
+        Plan::Pass | Plan::Decided(_) => Ok(None),
+    }
+}
+
+/// The `identity` header value for `token`, refused once the token has expired by `clock`.
+pub(crate) fn identity_value<B>(
+    req: &Request<B>,
+    token: &IdentityToken,
+    clock: &impl Clock,
+) -> Result<http::HeaderValue, PolicyError> {
+    match PolicyError::expired(req.method(), req.uri(), token, clock.now_millis()) {
         Some(e) => Err(e),
-        None => Ok(Some(token.header_value())),
-    };
-    if let Some(decision) = ext.get::<SelectedAuth>() {
-        // Below a policy: carry out its decision, for the route it was made for, and nothing
-        // else.
-        return match decision.for_request(req)? {
-            Selected::Privy(token) => {
-                decision.claim();
-                fresh(token)
-            }
-            _ => Ok(None),
-        };
-    }
-    // On its own: every request carries the token, unless a layer above authenticated it
-    // otherwise.
-    if has_header(req.headers(), [&LMTS_SIGNATURE, &X_API_KEY]) {
-        return Ok(None);
-    }
-    if let Some(&mode) = ext.get::<AuthMode>()
-        && mode != AuthMode::Privy
-    {
-        return Err(PolicyError::not_this_layer(
-            req.method(),
-            req.uri(),
-            mode,
-            AuthMode::Privy,
-        ));
-    }
-    let own = || own.get(|c| c.identity.as_ref());
-    match ext.get::<IdentityToken>().cloned().or_else(own) {
-        Some(token) => fresh(&token),
-        None => Err(PolicyError::missing(
-            req.method(),
-            req.uri(),
-            Accepts::PRIVY,
-        )),
+        None => Ok(token.header_value()),
     }
 }
 
