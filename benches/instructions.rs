@@ -17,25 +17,22 @@
 
 mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use common::floors::{floor_request, sign_inline};
+use common::floors::{Inputs, floor_request, inputs, sign_inline};
 use common::requests::{auth, call, get, three_layers};
-use common::{GET_TARGET, SECRET};
-use hmac::{Hmac, KeyInit as _};
-use http::{HeaderValue, Method, Request, Uri};
+use http::{Method, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use limitless_auth::client::Client;
 use limitless_auth::mock::{MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
 use limitless_auth::{Credentials, HmacCredentials};
-use sha2::Sha256;
 
 fn layers(case: &str, n: u64) {
-    let uri: Uri = GET_TARGET.parse().expect("uri");
-    let key = STANDARD.decode(SECRET).expect("valid");
-    let mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
-    let token_id = HeaderValue::from_static(common::TOKEN_ID);
+    let Inputs {
+        get_uri: uri,
+        mac,
+        token_id,
+        ..
+    } = inputs();
     let mut a = auth::<Full<Bytes>>();
     let mut l = three_layers::<Full<Bytes>>();
     for _ in 0..n {

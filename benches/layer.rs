@@ -17,29 +17,24 @@
 
 mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use common::floors::floor_request;
+use common::floors::{Inputs, floor_request, inputs};
 use common::requests::{Chunks, auth, call, get, post, post_chunked, signing, three_layers};
-use common::{GET_TARGET, SECRET};
 use criterion::Criterion;
-use hmac::{Hmac, KeyInit as _};
-use http::{HeaderValue, Uri};
 use http_body_util::Full;
-use sha2::Sha256;
 
 /// Interleaved rounds per case: many short ones, so that the machine's drift falls within a
 /// round on the floor and the case alike.
 const ROUNDS: usize = 201;
 
 fn bench(c: &mut Criterion) {
-    let get_uri: Uri = GET_TARGET.parse().expect("uri");
-    let post_uri: Uri = "/orders".parse().expect("uri");
-    let body = Bytes::from(common::json_512());
-    let key = STANDARD.decode(SECRET).expect("valid");
-    let mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
-    let token_id = HeaderValue::from_static(common::TOKEN_ID);
+    let Inputs {
+        get_uri,
+        post_uri,
+        body,
+        mac,
+        token_id,
+    } = inputs();
 
     let mut group = c.benchmark_group("layer");
     group.bench_function("floor_request_get", |b| {
@@ -133,12 +128,13 @@ fn main() {
     if !common::interleaved_wanted() {
         return;
     }
-    let get_uri: Uri = GET_TARGET.parse().expect("uri");
-    let post_uri: Uri = "/orders".parse().expect("uri");
-    let body = Bytes::from(common::json_512());
-    let key = STANDARD.decode(SECRET).expect("valid");
-    let mac = Hmac::<Sha256>::new_from_slice(&key).expect("any length");
-    let token_id = HeaderValue::from_static(common::TOKEN_ID);
+    let Inputs {
+        get_uri,
+        post_uri,
+        body,
+        mac,
+        token_id,
+    } = inputs();
     let n = 2_000;
     println!(
         "\nthe same in {ROUNDS} interleaved rounds of {n} calls (floor_request, case, floor_request), judged on the median"

@@ -63,3 +63,26 @@ pub fn sign_inline(req: &mut Request<Full<Bytes>>, creds: &HmacCredentials) {
         HeaderValue::from_bytes(sig.as_bytes()).expect("ascii"),
     );
 }
+
+/// The inputs of the layer cases and their floor.
+pub struct Inputs {
+    pub get_uri: http::Uri,
+    pub post_uri: http::Uri,
+    /// The 512-byte JSON body.
+    pub body: Bytes,
+    /// The pre-keyed HMAC of `floor_request`.
+    pub mac: Hmac<Sha256>,
+    pub token_id: HeaderValue,
+}
+
+pub fn inputs() -> Inputs {
+    use hmac::KeyInit as _;
+    let key = STANDARD.decode(super::SECRET).expect("valid");
+    Inputs {
+        get_uri: super::GET_TARGET.parse().expect("uri"),
+        post_uri: "/orders".parse().expect("uri"),
+        body: Bytes::from(super::json_512()),
+        mac: Hmac::<Sha256>::new_from_slice(&key).expect("any length"),
+        token_id: HeaderValue::from_static(super::TOKEN_ID),
+    }
+}
