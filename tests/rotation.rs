@@ -380,6 +380,12 @@ fn rotating(mock: &MockServer) -> Client {
 }
 
 /// Whether `creds` can list the tokens.
+/// The id of the HMAC token `client` signs with now.
+fn token_in_use(client: &Client) -> Option<String> {
+    let creds = client.credentials().load();
+    creds.hmac.as_ref().map(|h| h.token_id().to_owned())
+}
+
 async fn works(mock: &MockServer, creds: HmacCredentials) -> bool {
     let client = builder(mock)
         .retry(RetryConfig::disabled())
@@ -411,15 +417,7 @@ async fn rotation_switches_and_revokes_the_old_token() {
     );
     let new = rotation.token.credentials().expect("valid");
     // Every clone uses the new token.
-    assert_eq!(
-        clone
-            .credentials()
-            .load()
-            .hmac
-            .as_ref()
-            .map(|h| h.token_id().to_owned()),
-        Some(rotation.token.token_id.clone())
-    );
+    assert_eq!(token_in_use(&clone), Some(rotation.token.token_id.clone()));
     let listed = clone.list_tokens().await.expect("the new token works");
     assert!(listed.iter().all(|t| t.token_id != PARTNER_TOKEN_ID));
     assert!(works(&mock, new).await);
@@ -472,16 +470,7 @@ async fn rotation_failing_before_the_switch_leaves_the_old_token_working() {
         ),
         "{err:?}"
     );
-    assert_eq!(
-        client
-            .credentials()
-            .load()
-            .hmac
-            .as_ref()
-            .map(|h| h.token_id().to_owned())
-            .as_deref(),
-        Some(PARTNER_TOKEN_ID)
-    );
+    assert_eq!(token_in_use(&client).as_deref(), Some(PARTNER_TOKEN_ID));
     assert!(works(&mock, partner_hmac()).await);
 
     // Proving fails (the API refuses the new token for good): still the old token.
@@ -504,16 +493,7 @@ async fn rotation_failing_before_the_switch_leaves_the_old_token_working() {
     };
     assert!(err.to_string().contains(new_id.as_str()), "{err}");
     assert!(!err.is_local(), "the derive was sent");
-    assert_eq!(
-        client
-            .credentials()
-            .load()
-            .hmac
-            .as_ref()
-            .map(|h| h.token_id().to_owned())
-            .as_deref(),
-        Some(PARTNER_TOKEN_ID)
-    );
+    assert_eq!(token_in_use(&client).as_deref(), Some(PARTNER_TOKEN_ID));
     assert!(works(&mock, partner_hmac()).await);
 
     // 401s past the proof timeout: still the old token.
@@ -558,15 +538,7 @@ async fn a_failed_revoke_keeps_the_new_token_in_use_and_reports_the_old_one() {
     let rotation = client.rotate_token(None, None).await.expect("switched");
     let err = rotation.revoke_error.as_ref().expect("the revoke failed");
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
-    assert_eq!(
-        client
-            .credentials()
-            .load()
-            .hmac
-            .as_ref()
-            .map(|h| h.token_id().to_owned()),
-        Some(rotation.token.token_id.clone())
-    );
+    assert_eq!(token_in_use(&client), Some(rotation.token.token_id.clone()));
     assert!(
         works(&mock, partner_hmac()).await,
         "the old token was not revoked"
