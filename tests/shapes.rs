@@ -26,6 +26,13 @@ fn hmac() -> HmacCredentials {
 fn identity() -> IdentityToken {
     IdentityToken::new("privy-identity").expect("valid")
 }
+/// An HMAC token and an identity token: every mode but the legacy key.
+fn hmac_and_identity() -> Credentials {
+    Credentials::new()
+        .with_hmac(hmac())
+        .with_identity(identity())
+}
+
 fn api_key() -> ApiKey {
     ApiKey::new("lmts_legacy").expect("valid")
 }
@@ -112,13 +119,7 @@ async fn send(svc: &mut Svc, req: Request<Full<Bytes>>) -> Result<(), BoxError> 
 async fn every_stack_shape_authenticates_as_required_or_fails_locally() {
     let table = RouteTable::limitless();
     let credential_sets: Vec<(&str, Credentials)> = vec![
-        (
-            "all",
-            Credentials::new()
-                .with_hmac(hmac())
-                .with_identity(identity())
-                .with_api_key(api_key()),
-        ),
+        ("all", hmac_and_identity().with_api_key(api_key())),
         ("HMAC only", Credentials::new().with_hmac(hmac())),
         (
             "identity only",
@@ -328,9 +329,7 @@ async fn bodies_of_requests_not_signed_pass_untouched_and_unlimited() {
     let rec = Recorder::new();
     let svc = ServiceBuilder::new()
         .layer(AuthPolicyLayer::with_table(
-            Credentials::new()
-                .with_hmac(hmac())
-                .with_identity(identity()),
+            hmac_and_identity(),
             RouteTable::limitless()
                 .with_route(Some(Method::POST), "/uploads", Accepts::PRIVY)
                 .expect("route"),
@@ -380,9 +379,7 @@ where
 #[tokio::test]
 async fn layers_reached_only_later_are_refused_never_bypassed() {
     let rec = Recorder::new();
-    let creds = Credentials::new()
-        .with_hmac(hmac())
-        .with_identity(identity());
+    let creds = hmac_and_identity();
     let svc = ServiceBuilder::new()
         .layer(AuthPolicyLayer::new(creds))
         .layer_fn(Deferred)
@@ -414,9 +411,7 @@ async fn layers_reached_only_later_are_refused_never_bypassed() {
 #[tokio::test]
 async fn a_middleware_that_changes_the_target_is_refused_never_bypassed() {
     let rec = Recorder::new();
-    let creds = Credentials::new()
-        .with_hmac(hmac())
-        .with_identity(identity());
+    let creds = hmac_and_identity();
     let svc = ServiceBuilder::new()
         .layer(AuthPolicyLayer::new(creds))
         .map_request(|mut r: Request<Full<Bytes>>| {
@@ -495,11 +490,7 @@ async fn a_request_sent_again_from_below_the_policy_keeps_its_decision() {
     ] {
         let rec = Recorder::new();
         let svc = ServiceBuilder::new()
-            .layer(AuthPolicyLayer::new(
-                Credentials::new()
-                    .with_hmac(hmac())
-                    .with_identity(identity()),
-            ))
+            .layer(AuthPolicyLayer::new(hmac_and_identity()))
             .layer_fn(Twice)
             .layer(HmacSigningLayer::new(hmac()).with_clock(clock.clone()))
             .layer(IdentityLayer::new(identity()))
