@@ -561,10 +561,15 @@ async fn a_transport_that_never_gets_ready_times_out_each_attempt() {
         .build_with_transport(transport.clone())
         .expect("client");
     let started = tokio::time::Instant::now();
-    let err = client
-        .request(Method::GET, "/orders", None)
-        .await
-        .expect_err("timed out");
+    // Bounded from outside too, so that waiting for readiness without a timeout fails here
+    // rather than hanging.
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.request(Method::GET, "/orders", None),
+    )
+    .await
+    .expect("the attempt's timeout covers waiting for the transport")
+    .expect_err("timed out");
     assert!(
         matches!(err, Error::Timeout(t) if t == Duration::from_secs(2)),
         "{err:?}"
