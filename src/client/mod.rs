@@ -47,7 +47,6 @@ use http_body::Body;
 use http_body_util::Full;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tower::ServiceExt as _;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
@@ -822,20 +821,17 @@ impl Inner {
             .layer(RetryLayer::new(self.retry.clone()))
             .timeout(timeout.unwrap_or(Duration::MAX))
             .service(stack);
-        // Every service of this stack is always ready (the transport waits for its own
-        // readiness inside its future), so the request is handed over at once; the general
-        // path stays for a stack that is not.
+        // Every service of this stack is ready at once: the transport waits for its own
+        // readiness inside its future, under the attempt's timeout.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match svc.poll_ready(&mut cx) {
-            std::task::Poll::Ready(Ok(())) => Box::pin(Finish {
-                fut: svc.call(req),
-                timeout,
-            }),
-            _ => Box::pin(Finish {
-                fut: svc.oneshot(req),
-                timeout,
-            }),
-        }
+        let fut = match svc.poll_ready(&mut cx) {
+            std::task::Poll::Ready(Ok(())) => crate::layer::ResponseFuture::inner(svc.call(req)),
+            std::task::Poll::Ready(Err(e)) => crate::layer::ResponseFuture::error(e),
+            std::task::Poll::Pending => {
+                crate::layer::ResponseFuture::error("the client's stack was not ready".into())
+            }
+        };
+        Box::pin(Finish { fut, timeout })
     }
 }
 
