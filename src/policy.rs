@@ -899,6 +899,7 @@ impl SelectedAuth {
     /// policy passes on this reason) for a request of another method or request-target than
     /// the one it was made for: a layer in between changed the request, and a decision is only
     /// ever carried out for the route it was made for.
+    #[inline]
     pub(crate) fn take_up<B>(
         &self,
         req: &Request<B>,

@@ -57,6 +57,7 @@ pub(crate) enum Plan<'r, T> {
 /// - on its own: every request, with a credential of `T` from the request's extensions or the
 ///   layer's own, unless a layer above authenticated it otherwise (it carries one of `others`),
 ///   and refused when it asks for another mode or no credential is at hand.
+#[inline]
 pub(crate) fn plan<'r, B, T>(
     req: &'r Request<B>,
     mode: AuthMode,
@@ -96,6 +97,7 @@ where
 
 /// Whether `headers` carry one of `names` (the credential of another mode, set by a layer
 /// above).
+#[inline]
 fn has_header(headers: &HeaderMap, names: [&HeaderName; 2]) -> bool {
     !headers.is_empty() && names.iter().any(|n| get_unhashed(headers, n).is_some())
 }
