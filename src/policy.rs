@@ -1266,8 +1266,11 @@ impl PolicyConfig {
             }
         };
         let mode = self.choose(req, creds)?;
+        // Recorded into the client's request span (an INFO span: with INFO off, there is none).
         #[cfg(feature = "tracing")]
-        tracing::Span::current().record("mode", tracing::field::display(mode));
+        if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::Span::current().record("mode", tracing::field::display(mode));
+        }
         let ext = req.extensions();
         Ok(match mode {
             AuthMode::Hmac => match ext.get::<HmacCredentials>().or(creds.hmac.as_ref()) {

@@ -263,8 +263,9 @@ impl RetryPolicy {
         self.attempts += 1;
         let config = &*self.config;
         let skew = self.skew.as_deref();
+        // The request span is an INFO span: with INFO off there is nothing to record into.
         #[cfg(feature = "tracing")]
-        {
+        if tracing::level_enabled!(tracing::Level::INFO) {
             let span = tracing::Span::current();
             if let Some(skew) = skew {
                 span.record("skew_ms", skew.offset_millis());
