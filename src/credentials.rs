@@ -659,6 +659,11 @@ impl SharedCredentials {
         self.0.load()
     }
 
+    /// A reader for one service: see [`CachedCredentials`].
+    pub(crate) fn cached(&self) -> CachedCredentials {
+        CachedCredentials(arc_swap::Cache::new(self.0.clone()))
+    }
+
     /// Replaces the credentials for the requests that start from now on.
     pub fn store(&self, credentials: Credentials) {
         self.0.store(Arc::new(credentials));
@@ -668,6 +673,28 @@ impl SharedCredentials {
     /// updates (`f` may run more than once if updates race).
     pub fn update(&self, f: impl Fn(&Credentials) -> Credentials) {
         self.0.rcu(|current| f(current));
+    }
+}
+
+/// One service's reader of a [`SharedCredentials`]: while the credentials are unchanged, a read
+/// is one relaxed load and a pointer comparison (no reference count, no fence). It holds the
+/// credentials it read last until its next read after a swap, or until it is dropped.
+#[derive(Clone)]
+pub(crate) struct CachedCredentials(
+    arc_swap::Cache<Arc<arc_swap::ArcSwap<Credentials>>, Arc<Credentials>>,
+);
+
+impl CachedCredentials {
+    /// The credentials now.
+    #[inline]
+    pub(crate) fn current(&mut self) -> &Credentials {
+        self.0.load()
+    }
+}
+
+impl fmt::Debug for CachedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CachedCredentials")
     }
 }
 

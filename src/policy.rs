@@ -70,7 +70,9 @@ use http::{HeaderMap, HeaderName, Method, Request};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::credentials::{ApiKey, Credentials, HmacCredentials, IdentityToken, SharedCredentials};
+use crate::credentials::{
+    ApiKey, CachedCredentials, Credentials, HmacCredentials, IdentityToken, SharedCredentials,
+};
 use crate::headers::{IDENTITY, X_API_KEY};
 use crate::layer::ResponseFuture;
 use crate::scope::Scope;
@@ -1209,6 +1211,7 @@ impl<S> Layer<S> for AuthPolicyLayer {
     fn layer(&self, inner: S) -> AuthPolicy<S> {
         AuthPolicy {
             inner,
+            credentials: self.config.credentials.cached(),
             config: self.config.clone(),
         }
     }
@@ -1219,6 +1222,8 @@ impl<S> Layer<S> for AuthPolicyLayer {
 pub struct AuthPolicy<S> {
     inner: S,
     config: Arc<PolicyConfig>,
+    /// This service's reader of the configuration's credentials.
+    credentials: CachedCredentials,
 }
 
 impl<S> AuthPolicy<S> {
@@ -1243,6 +1248,11 @@ pub(crate) fn strip_auth_headers(headers: &mut HeaderMap) {
 }
 
 impl PolicyConfig {
+    /// A reader of the credentials, for one service.
+    pub(crate) fn cached_credentials(&self) -> CachedCredentials {
+        self.credentials.cached()
+    }
+
     /// Decides how `req` is authenticated: strips any authentication headers it came with,
     /// classifies its route, and picks one mode with its credential. The legacy key's header
     /// is set here; the identity token and the signature are left to the layer that carries
@@ -1391,7 +1401,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let selected = match self.config.decide(&mut req, None) {
+        let creds = self.credentials.current();
+        let selected = match self.config.decide(&mut req, Some(creds)) {
             Ok(selected) => selected,
             Err(e) => return ResponseFuture::error(refused(e)),
         };

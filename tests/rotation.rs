@@ -589,3 +589,70 @@ async fn layers_on_their_own_read_swapped_credentials_per_request() {
     assert_eq!(seen[2].0.as_deref(), Some("rotated-token"));
     assert_eq!(seen[3].1.as_deref(), Some("Bearer second-identity"));
 }
+
+/// `AuthLayer` and the policy read swapped credentials on the next request through the very
+/// same service instance, and through clones made before the swap.
+#[tokio::test]
+async fn policy_stacks_read_swapped_credentials_on_the_next_request() {
+    use tower::Service as _;
+    let shared = SharedCredentials::new(Credentials::new().with_hmac(partner_hmac()));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let sink = tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let key = req
+            .headers()
+            .get("lmts-api-key")
+            .map(|v| v.as_bytes().to_vec());
+        log.lock().expect("lock").push(key);
+        std::future::ready(Ok::<_, std::convert::Infallible>(()))
+    });
+    let mut auth = limitless_auth::AuthLayer::new(shared.clone()).layer(sink.clone());
+    let mut layers = tower::ServiceBuilder::new()
+        .layer(limitless_auth::AuthPolicyLayer::new(shared.clone()))
+        .layer(IdentityLayer::for_policy())
+        .layer(limitless_auth::HmacSigningLayer::for_policy())
+        .service(sink);
+    let (auth_clone, layers_clone) = (auth.clone(), layers.clone());
+    let get = || {
+        Request::get("/orders")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    auth.ready()
+        .await
+        .expect("ready")
+        .call(get())
+        .await
+        .expect("signed");
+    layers
+        .ready()
+        .await
+        .expect("ready")
+        .call(get())
+        .await
+        .expect("signed");
+    let other = HmacCredentials::new("rotated-token", PARTNER_TOKEN_SECRET).expect("valid");
+    shared.store(Credentials::new().with_hmac(other));
+    auth.ready()
+        .await
+        .expect("ready")
+        .call(get())
+        .await
+        .expect("signed");
+    layers
+        .ready()
+        .await
+        .expect("ready")
+        .call(get())
+        .await
+        .expect("signed");
+    auth_clone.oneshot(get()).await.expect("signed");
+    layers_clone.oneshot(get()).await.expect("signed");
+    let seen = seen.lock().expect("lock").clone();
+    let old = Some(PARTNER_TOKEN_ID.as_bytes().to_vec());
+    let new = Some(b"rotated-token".to_vec());
+    assert_eq!(
+        seen,
+        [old.clone(), old, new.clone(), new.clone(), new.clone(), new]
+    );
+}

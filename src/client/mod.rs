@@ -654,7 +654,7 @@ impl ClientBuilder {
             .body_limit(self.body_limit);
         let policy = layer.config().clone();
         let stack = Observe::new(
-            layer.layer(transport),
+            layer.layer(transport).pinned_per_request(),
             skew.clone(),
             self.response_limit,
             user_agent,

@@ -16,6 +16,7 @@ use super::{hmac::HmacSigningLayer, privy::IdentityLayer};
 use crate::BoxError;
 use crate::body::DEFAULT_BODY_LIMIT;
 use crate::clock::{Clock, SystemClock};
+use crate::credentials::CachedCredentials;
 #[cfg(doc)]
 use crate::credentials::Credentials;
 use crate::headers::IDENTITY;
@@ -110,6 +111,7 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
             inner,
             policy: self.policy.clone(),
             pinned: None,
+            credentials: Some(self.policy.cached_credentials()),
             clock: self.clock.clone(),
             body_limit: self.body_limit,
         }
@@ -124,6 +126,8 @@ pub struct Auth<S, C = SystemClock> {
     /// Credentials pinned for the requests of this service instance (the client pins a
     /// request's credentials so that all its attempts use them).
     pinned: Option<Arc<crate::Credentials>>,
+    /// This service's reader of the shared credentials (none where every request is pinned).
+    credentials: Option<CachedCredentials>,
     clock: C,
     body_limit: usize,
 }
@@ -138,6 +142,14 @@ impl<S, C> Auth<S, C> {
     #[cfg(feature = "client")]
     pub(crate) fn pin(&mut self, credentials: Arc<crate::Credentials>) {
         self.pinned = Some(credentials);
+    }
+
+    /// For a service whose clones each have their requests' credentials pinned: it keeps no
+    /// reader of its own, which would cost each clone two reference counts.
+    #[cfg(feature = "client")]
+    pub(crate) fn pinned_per_request(mut self) -> Self {
+        self.credentials = None;
+        self
     }
 }
 
@@ -166,7 +178,12 @@ where
                 Ok(selected) => selected.cloned().unwrap_or(Selected::None),
                 Err(e) => return SigningFuture::failed(refused(e)),
             },
-            None => match self.policy.decide(&mut req, self.pinned.as_deref()) {
+            None => match self.policy.decide(
+                &mut req,
+                self.pinned
+                    .as_deref()
+                    .or_else(|| self.credentials.as_mut().map(CachedCredentials::current)),
+            ) {
                 Ok(selected) => selected,
                 Err(e) => return SigningFuture::failed(refused(e)),
             },
