@@ -47,7 +47,7 @@ const PATH: &str = "/markets/active";
 const ROUNDS: usize = 31;
 
 /// Per in-flight level: client / floor, and bare / floor and layers / floor, per round.
-type Rounds = Vec<(usize, Vec<f64>, Vec<f64>, Vec<f64>)>;
+type Rounds = Vec<(usize, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>;
 
 thread_local! {
     static INTERLEAVED: std::cell::RefCell<Rounds> = const { std::cell::RefCell::new(Vec::new()) };
@@ -122,6 +122,15 @@ async fn client_get(client: Client) {
         .request(Method::GET, PATH, None)
         .await
         .expect("response");
+    assert!(resp.status.is_success());
+    std::hint::black_box(resp.body);
+}
+
+/// The client given the same input as the floor: the parsed absolute `Uri`, through
+/// `Client::send`.
+async fn client_send(client: Client, uri: Uri) {
+    let req = Request::get(uri).body(Bytes::new()).expect("request");
+    let resp = client.send(req).await.expect("response");
     assert!(resp.status.is_success());
     std::hint::black_box(resp.body);
 }
@@ -251,17 +260,21 @@ fn bench(c: &mut Criterion) {
         let bare_one = move || bare_get(t.clone(), u.clone());
         let (s, u) = (layers.clone(), uri.clone());
         let layers_one = move || layers_get(s.clone(), u.clone());
-        let (mut c_r, mut b_r, mut l_r) = (Vec::new(), Vec::new(), Vec::new());
+        let (cl, u) = (client.clone(), uri.clone());
+        let send_one = move || client_send(cl.clone(), u.clone());
+        let (mut c_r, mut b_r, mut l_r, mut s_r) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let f = batches(&rt, iters, in_flight, floor_one.clone()).as_secs_f64();
             let cl = batches(&rt, iters, in_flight, client_one.clone()).as_secs_f64();
             let b = batches(&rt, iters, in_flight, bare_one.clone()).as_secs_f64();
             let l = batches(&rt, iters, in_flight, layers_one.clone()).as_secs_f64();
+            let sd = batches(&rt, iters, in_flight, send_one.clone()).as_secs_f64();
+            s_r.push(f / sd);
             c_r.push(f / cl);
             b_r.push(f / b);
             l_r.push(f / l);
         }
-        report.push((in_flight, c_r, b_r, l_r));
+        report.push((in_flight, c_r, b_r, l_r, s_r));
     }
     INTERLEAVED.with(|r| *r.borrow_mut() = report);
     drop(mock);
@@ -360,7 +373,7 @@ fn main() {
         }
         println!("\nthe same in {ROUNDS} interleaved rounds, each against the floor of its round");
         println!("{:<36} {:>7} {:>15}  target", "case", "median", "min - max");
-        for (in_flight, client, bare, layers) in rounds.iter() {
+        for (in_flight, client, bare, layers, send) in rounds.iter() {
             let target = if *in_flight == 1 { 0.95 } else { 0.90 };
             let (m, lo, hi) = spread(client);
             let verdict = if m >= target { "met" } else { "MISSED" };
@@ -368,7 +381,11 @@ fn main() {
                 "{:<36} {m:>7.3} {lo:>7.3} - {hi:<5.3}  >= {target:.2} {verdict}",
                 format!("the client, {in_flight} in flight")
             );
-            for (what, v) in [("bare unsigned", bare), ("AuthLayer alone", layers)] {
+            for (what, v) in [
+                ("client, send(Uri)", send),
+                ("bare unsigned", bare),
+                ("AuthLayer alone", layers),
+            ] {
                 let (m, lo, hi) = spread(v);
                 println!(
                     "{:<36} {m:>7.3} {lo:>7.3} - {hi:<5.3}  (reference)",

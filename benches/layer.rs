@@ -14,11 +14,16 @@
 //!   `HmacSigningLayer::for_policy()`, stacked by hand;
 //! - `signing_*`: `HmacSigningLayer::new` alone (reference);
 //! - `auth_post_512_chunked`: the 512-byte body as a stream of four chunks (reference).
+//!
+//! `floor_request_decided_get` is the floor of any stack that decides in one service and signs
+//! in another: `floor_request` plus the least a decision costs to travel in the request (one
+//! `Copy` value inserted into its `http::Extensions`, read twice). The three layers are also
+//! shown against it (reference).
 
 mod common;
 
 use bytes::Bytes;
-use common::floors::{Inputs, floor_request, inputs};
+use common::floors::{Inputs, floor_request, floor_request_decided, inputs};
 use common::requests::{Chunks, auth, call, get, post, post_chunked, signing, three_layers};
 use criterion::Criterion;
 use http_body_util::Full;
@@ -42,6 +47,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("floor_request_post_512", |b| {
         b.iter(|| floor_request(&mac, &token_id, post(&post_uri, &body), &body))
+    });
+    group.bench_function("floor_request_decided_get", |b| {
+        b.iter(|| floor_request_decided(&mac, &token_id, get(&get_uri), b""))
     });
 
     let mut svc = auth::<Full<Bytes>>();
@@ -113,6 +121,18 @@ fn main() {
         Some(1.3),
     );
     ratio(
+        "floor_request + decision in extensions, GET",
+        "floor_request_decided_get",
+        "floor_request_get",
+        None,
+    );
+    ratio(
+        "three layers, GET, vs that decided floor",
+        "layers_get",
+        "floor_request_decided_get",
+        None,
+    );
+    ratio(
         "HmacSigningLayer alone, GET",
         "signing_get",
         "floor_request_get",
@@ -159,4 +179,9 @@ fn main() {
     common::interleaved_row("three layers by hand, POST 512 B", r, Some(1.3));
     let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut s, get(&get_uri)));
     common::interleaved_row("HmacSigningLayer alone, GET", r, None);
+    let floor_decided = || floor_request_decided(&mac, &token_id, get(&get_uri), b"");
+    let r = common::interleaved(ROUNDS, n, floor_get, floor_decided);
+    common::interleaved_row("floor_request + decision in extensions, GET", r, None);
+    let r = common::interleaved(ROUNDS, n, floor_decided, || call(&mut l, get(&get_uri)));
+    common::interleaved_row("three layers, GET, vs that decided floor", r, None);
 }

@@ -47,6 +47,28 @@ pub fn floor_request(
     drop(std::hint::black_box(req));
 }
 
+/// A decision as small as one can be: what the policy leaves in a request's extensions for the
+/// layers below, at the least.
+#[derive(Clone, Copy)]
+pub struct Decision(pub u64);
+
+/// `floor_request` for a request whose authentication is decided in one service and carried
+/// out in another: the decision inserted into the request's extensions (which allocates their
+/// map, its table and the boxed value) and read there by the two layers below, then
+/// `floor_request`.
+pub fn floor_request_decided(
+    mac: &Hmac<Sha256>,
+    token_id: &HeaderValue,
+    mut req: Request<Full<Bytes>>,
+    body: &[u8],
+) {
+    req.extensions_mut().insert(Decision(1));
+    for _ in 0..2 {
+        std::hint::black_box(req.extensions().get::<Decision>());
+    }
+    floor_request(mac, token_id, req, body);
+}
+
 /// The client's signed floor: a body-less request signed inline, with no layer.
 pub fn sign_inline(req: &mut Request<Full<Bytes>>, creds: &HmacCredentials) {
     let ts = Timestamp::now(&SystemClock).expect("clock");
@@ -83,6 +105,8 @@ pub fn inputs() -> Inputs {
         post_uri: "/orders".parse().expect("uri"),
         body: Bytes::from(super::json_512()),
         mac: Hmac::<Sha256>::new_from_slice(&key).expect("any length"),
-        token_id: HeaderValue::from_static(super::TOKEN_ID),
+        // Read at run time, as any signer reads its token id: a shared `Bytes`, like the
+        // crate's own (a `from_static` value would be free to clone, which no real token is).
+        token_id: HeaderValue::from_str(super::TOKEN_ID).expect("visible ASCII"),
     }
 }
