@@ -594,7 +594,6 @@ async fn layers_on_their_own_read_swapped_credentials_per_request() {
 /// same service instance, and through clones made before the swap.
 #[tokio::test]
 async fn policy_stacks_read_swapped_credentials_on_the_next_request() {
-    use tower::Service as _;
     let shared = SharedCredentials::new(Credentials::new().with_hmac(partner_hmac()));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -612,42 +611,15 @@ async fn policy_stacks_read_swapped_credentials_on_the_next_request() {
         .layer(IdentityLayer::for_policy())
         .layer(limitless_auth::HmacSigningLayer::for_policy())
         .service(sink);
-    let (auth_clone, layers_clone) = (auth.clone(), layers.clone());
-    let get = || {
-        Request::get("/orders")
-            .body(Full::new(Bytes::new()))
-            .expect("request")
-    };
-    auth.ready()
-        .await
-        .expect("ready")
-        .call(get())
-        .await
-        .expect("signed");
-    layers
-        .ready()
-        .await
-        .expect("ready")
-        .call(get())
-        .await
-        .expect("signed");
+    let (mut auth_clone, mut layers_clone) = (auth.clone(), layers.clone());
+    one_get(&mut auth).await;
+    one_get(&mut layers).await;
     let other = HmacCredentials::new("rotated-token", PARTNER_TOKEN_SECRET).expect("valid");
     shared.store(Credentials::new().with_hmac(other));
-    auth.ready()
-        .await
-        .expect("ready")
-        .call(get())
-        .await
-        .expect("signed");
-    layers
-        .ready()
-        .await
-        .expect("ready")
-        .call(get())
-        .await
-        .expect("signed");
-    auth_clone.oneshot(get()).await.expect("signed");
-    layers_clone.oneshot(get()).await.expect("signed");
+    one_get(&mut auth).await;
+    one_get(&mut layers).await;
+    one_get(&mut auth_clone).await;
+    one_get(&mut layers_clone).await;
     let seen = seen.lock().expect("lock").clone();
     let old = Some(PARTNER_TOKEN_ID.as_bytes().to_vec());
     let new = Some(b"rotated-token".to_vec());
@@ -655,4 +627,21 @@ async fn policy_stacks_read_swapped_credentials_on_the_next_request() {
         seen,
         [old.clone(), old, new.clone(), new.clone(), new.clone(), new]
     );
+}
+
+/// `GET /orders` through `svc`, which must succeed.
+async fn one_get<S>(svc: &mut S)
+where
+    S: tower::Service<Request<Full<Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    let req = Request::get("/orders")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    svc.ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("signed");
 }
