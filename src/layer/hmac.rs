@@ -58,7 +58,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::body::{DEFAULT_BODY_LIMIT, Gather, check_declared};
+use crate::body::{DEFAULT_BODY_LIMIT, Gather, check_declared, get_unhashed};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{HmacCredentials, SharedCredentials, sensitive_header};
 use crate::headers::{IDENTITY, LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP, X_API_KEY};
@@ -307,6 +307,19 @@ where
     B::Error: Into<BoxError>,
     C: Clock + Clone,
 {
+    // A body at its end that declares no length is the empty body: signed with nothing to
+    // read, and handed on as the (empty) bytes that were signed.
+    if req.body().is_end_stream()
+        && get_unhashed(req.headers(), &http::header::CONTENT_LENGTH).is_none()
+    {
+        return match check_and_apply(&mut req, &signer, clock, b"") {
+            Ok(()) => {
+                *req.body_mut() = B::from(Bytes::new());
+                SigningFuture::calling(inner.call(req))
+            }
+            Err(e) => SigningFuture::failed(e),
+        };
+    }
     let declared = match check_declared(req.headers(), req.body(), limit) {
         Ok(d) => d,
         Err(e) => return SigningFuture::failed(e.into()),
@@ -757,6 +770,38 @@ mod tests {
         }
         fut.await.expect("ok");
         assert!(std::mem::size_of_val(&svc.call(Request::new(Full::new(Bytes::new())))) <= 64);
+    }
+
+    #[tokio::test]
+    async fn an_ended_body_is_signed_empty_and_handed_on_as_signed() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let inner = tower::service_fn(
+            move |req: Request<SignedBody<http_body_util::Empty<Bytes>>>| {
+                log.lock().expect("lock").push(req);
+                std::future::ready(Ok::<_, Infallible>(()))
+            },
+        );
+        let req = Request::delete("/orders/1")
+            .body(SignedBody::new(http_body_util::Empty::new()))
+            .expect("req");
+        HmacSigningLayer::new(creds())
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .expect("signed");
+        let seen = seen.lock().expect("lock");
+        let h = seen[0].headers();
+        let text = |name: &str| h[name].to_str().expect("ascii").to_owned();
+        assert!(creds().verify(
+            &text("lmts-timestamp"),
+            "DELETE",
+            "/orders/1",
+            b"",
+            &text("lmts-signature"),
+        ));
+        assert!(seen[0].body().is_signed());
+        assert!(seen[0].body().is_end_stream());
     }
 
     #[tokio::test]
