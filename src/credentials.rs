@@ -329,7 +329,8 @@ impl HeaderSecret {
     fn new(what: &'static str, value: String, prefix: &str) -> Result<Self, CredentialError> {
         let value = Zeroizing::new(value);
         check_visible(what, &value)?;
-        let mut buf = Vec::with_capacity(prefix.len() + value.len());
+        // Wiped when dropped: the header value keeps its own copy.
+        let mut buf = Zeroizing::new(Vec::with_capacity(prefix.len() + value.len()));
         buf.extend_from_slice(prefix.as_bytes());
         buf.extend_from_slice(value.as_bytes());
         Ok(Self(Arc::new(HeaderSecretInner {
