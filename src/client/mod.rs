@@ -47,6 +47,7 @@ use http_body::Body;
 use http_body_util::Full;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tower::ServiceExt as _;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
@@ -817,48 +818,12 @@ impl Inner {
     ) -> Call<'static> {
         let mut stack = self.stack.clone();
         stack.get_mut().pin(creds);
-        let mut svc = tower::ServiceBuilder::new()
+        let svc = tower::ServiceBuilder::new()
+            .map_err(move |e| Error::from_stack(e, timeout))
             .layer(RetryLayer::new(self.retry.clone()))
-            .timeout(timeout.unwrap_or(Duration::MAX))
+            .option_layer(timeout.map(tower::timeout::TimeoutLayer::new))
             .service(stack);
-        // Every service of this stack is ready at once: the transport waits for its own
-        // readiness inside its future, under the attempt's timeout.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let fut = match svc.poll_ready(&mut cx) {
-            std::task::Poll::Ready(Ok(())) => crate::layer::ResponseFuture::inner(svc.call(req)),
-            std::task::Poll::Ready(Err(e)) => crate::layer::ResponseFuture::error(e),
-            std::task::Poll::Pending => {
-                crate::layer::ResponseFuture::error("the client's stack was not ready".into())
-            }
-        };
-        Box::pin(Finish { fut, timeout })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The stack's future, its error made the client's [`Error`].
-    struct Finish<F> {
-        #[pin]
-        fut: F,
-        timeout: Option<Duration>,
-    }
-}
-
-impl<F> Future for Finish<F>
-where
-    F: Future<Output = Result<Response<Bytes>, BoxError>>,
-{
-    type Output = Result<Response<Bytes>, Error>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        let timeout = *this.timeout;
-        this.fut
-            .poll(cx)
-            .map(|r| r.map_err(|e| Error::from_stack(e, timeout)))
+        Box::pin(svc.oneshot(req))
     }
 }
 
@@ -1067,17 +1032,14 @@ impl Client {
         }
     }
 
-    /// The future of one prepared request, in its tracing span (entered while the stack is
-    /// called too, which is when the request is decided and signed).
+    /// The future of one prepared request, in its tracing span (the stack is called, and the
+    /// request decided and signed, when the future is first polled).
     fn dispatch(&self, p: Prepared) -> Traced<'_> {
+        let call = self.call_stack(p.req, p.creds, p.timeout);
         #[cfg(feature = "tracing")]
-        {
-            let span = p.span;
-            let call = span.in_scope(|| self.call_stack(p.req, p.creds, p.timeout));
-            tracing::Instrument::instrument(call, span)
-        }
+        return tracing::Instrument::instrument(call, p.span);
         #[cfg(not(feature = "tracing"))]
-        self.call_stack(p.req, p.creds, p.timeout)
+        call
     }
 
     /// Straight down the stack, unless the client guards scopes or refreshes identity tokens:
