@@ -655,11 +655,6 @@ impl SharedCredentials {
         self.0.load_full()
     }
 
-    /// A cheap read for the duration of one decision (no reference count on the fast path).
-    pub(crate) fn guard(&self) -> arc_swap::Guard<Arc<Credentials>> {
-        self.0.load()
-    }
-
     /// A reader for one service: see [`CachedCredentials`].
     pub(crate) fn cached(&self) -> CachedCredentials {
         CachedCredentials(arc_swap::Cache::new(self.0.clone()))

@@ -1258,23 +1258,15 @@ impl PolicyConfig {
     /// is set here; the identity token and the signature are left to the layer that carries
     /// the decision out.
     ///
-    /// `pinned` are the credentials one request uses for all its attempts, read once when it
-    /// started (the client pins them); without them, the stack's current ones are read.
+    /// `creds` are the stack's current credentials as the calling service read them, or those
+    /// one request uses for all its attempts (the client pins them).
     pub(crate) fn decide<B>(
         &self,
         req: &mut Request<B>,
-        pinned: Option<&Credentials>,
+        creds: &Credentials,
     ) -> Result<Selected, PolicyError> {
         strip_auth_headers(req.headers_mut());
         self.table.strip_route_headers(req);
-        let guard;
-        let creds: &Credentials = match pinned {
-            Some(pinned) => pinned,
-            None => {
-                guard = self.credentials.guard();
-                &guard
-            }
-        };
         let mode = self.choose(req, creds)?;
         // Recorded into the client's request span (an INFO span: with INFO off, there is none).
         #[cfg(feature = "tracing")]
@@ -1401,8 +1393,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let creds = self.credentials.current();
-        let selected = match self.config.decide(&mut req, Some(creds)) {
+        let selected = match self.config.decide(&mut req, self.credentials.current()) {
             Ok(selected) => selected,
             Err(e) => return ResponseFuture::error(refused(e)),
         };

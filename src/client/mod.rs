@@ -655,7 +655,7 @@ impl ClientBuilder {
             .body_limit(self.body_limit);
         let policy = layer.config().clone();
         let stack = Observe::new(
-            layer.layer(transport).pinned_per_request(),
+            layer.layer(transport),
             skew.clone(),
             self.response_limit,
             user_agent,

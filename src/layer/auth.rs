@@ -110,8 +110,7 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
         Auth {
             inner,
             policy: self.policy.clone(),
-            pinned: None,
-            credentials: Some(self.policy.cached_credentials()),
+            credentials: Reading::Shared(self.policy.cached_credentials()),
             clock: self.clock.clone(),
             body_limit: self.body_limit,
         }
@@ -123,13 +122,20 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
 pub struct Auth<S, C = SystemClock> {
     inner: S,
     policy: Arc<PolicyConfig>,
-    /// Credentials pinned for the requests of this service instance (the client pins a
-    /// request's credentials so that all its attempts use them).
-    pinned: Option<Arc<crate::Credentials>>,
-    /// This service's reader of the shared credentials (none where every request is pinned).
-    credentials: Option<CachedCredentials>,
+    credentials: Reading,
     clock: C,
     body_limit: usize,
+}
+
+/// Which credentials an [`Auth`] service decides with.
+#[derive(Clone, Debug)]
+enum Reading {
+    /// The stack's current ones, through this service's own reader.
+    Shared(CachedCredentials),
+    /// Fixed for this service instance: the client pins a request's credentials so that all
+    /// its attempts use them.
+    #[cfg(feature = "client")]
+    Pinned(Arc<crate::Credentials>),
 }
 
 impl<S, C> Auth<S, C> {
@@ -141,15 +147,7 @@ impl<S, C> Auth<S, C> {
     /// Decides with `credentials` rather than the stack's current ones.
     #[cfg(feature = "client")]
     pub(crate) fn pin(&mut self, credentials: Arc<crate::Credentials>) {
-        self.pinned = Some(credentials);
-    }
-
-    /// For a service whose clones each have their requests' credentials pinned: it keeps no
-    /// reader of its own, which would cost each clone two reference counts.
-    #[cfg(feature = "client")]
-    pub(crate) fn pinned_per_request(mut self) -> Self {
-        self.credentials = None;
-        self
+        self.credentials = Reading::Pinned(credentials);
     }
 }
 
@@ -180,9 +178,11 @@ where
             },
             None => match self.policy.decide(
                 &mut req,
-                self.pinned
-                    .as_deref()
-                    .or_else(|| self.credentials.as_mut().map(CachedCredentials::current)),
+                match &mut self.credentials {
+                    Reading::Shared(cached) => cached.current(),
+                    #[cfg(feature = "client")]
+                    Reading::Pinned(pinned) => pinned,
+                },
             ) {
                 Ok(selected) => selected,
                 Err(e) => return SigningFuture::failed(refused(e)),

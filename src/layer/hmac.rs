@@ -109,7 +109,7 @@ impl HmacSigningLayer<SystemClock> {
     /// swapped (rotated) while the stack runs.
     pub fn shared(shared: SharedCredentials) -> Self {
         Self {
-            credentials: Own::Shared(shared),
+            credentials: Own::Shared(shared.cached()),
             clock: SystemClock,
             body_limit: DEFAULT_BODY_LIMIT,
         }
@@ -175,7 +175,10 @@ impl<S, C> HmacSigning<S, C> {
 
 /// With which credentials to sign `req` (and the route's scope requirement when it depends on
 /// the body): `Ok(None)` to pass it on untouched.
-fn signer<B>(req: &Request<B>, own: &Own<HmacCredentials>) -> Result<Option<Signer>, PolicyError> {
+fn signer<B>(
+    req: &Request<B>,
+    own: &mut Own<HmacCredentials>,
+) -> Result<Option<Signer>, PolicyError> {
     let plan = plan(req, AuthMode::Hmac, [&IDENTITY, &X_API_KEY], own, |c| {
         c.hmac.as_ref()
     })?;
@@ -281,7 +284,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match signer(&req, &self.credentials) {
+        match signer(&req, &mut self.credentials) {
             Ok(Some(signer)) => {
                 sign_then_call(&mut self.inner, req, signer, &self.clock, self.body_limit)
             }

@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 
 use crate::BoxError;
 use crate::body::get_unhashed;
-use crate::credentials::{Credentials, SharedCredentials};
+use crate::credentials::{CachedCredentials, Credentials};
 use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth};
 
 /// Where a layer used on its own (without a policy above) takes its credential from.
@@ -27,16 +27,20 @@ pub(crate) enum Own<T> {
     None,
     /// A fixed credential.
     Fixed(T),
-    /// The current credential of a handle that can be swapped.
-    Shared(SharedCredentials),
+    /// The current credential of a handle that can be swapped, read through this service's
+    /// own reader.
+    Shared(CachedCredentials),
 }
 
 impl<T: Clone> Own<T> {
     /// The credential now: the fixed one, or `pick` of the shared credentials.
-    pub(crate) fn get(&self, pick: impl FnOnce(&crate::Credentials) -> Option<&T>) -> Option<T> {
+    pub(crate) fn get(
+        &mut self,
+        pick: impl FnOnce(&crate::Credentials) -> Option<&T>,
+    ) -> Option<T> {
         match self {
             Self::Fixed(t) => Some(t.clone()),
-            Self::Shared(shared) => pick(&shared.guard()).cloned(),
+            Self::Shared(shared) => pick(shared.current()).cloned(),
             Self::None => None,
         }
     }
@@ -62,7 +66,7 @@ pub(crate) fn plan<'r, B, T>(
     req: &'r Request<B>,
     mode: AuthMode,
     others: [&HeaderName; 2],
-    own: &Own<T>,
+    own: &mut Own<T>,
     pick: impl FnOnce(&Credentials) -> Option<&T>,
 ) -> Result<Plan<'r, T>, PolicyError>
 where

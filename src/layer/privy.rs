@@ -46,7 +46,7 @@ use crate::policy::{AuthMode, PolicyError, Selected, refused};
 /// The `identity` header value to insert into `req`: `Ok(None)` to pass it on unchanged.
 fn token_for<B>(
     req: &Request<B>,
-    own: &Own<IdentityToken>,
+    own: &mut Own<IdentityToken>,
     clock: &impl Clock,
 ) -> Result<Option<http::HeaderValue>, PolicyError> {
     let plan = plan(
@@ -98,7 +98,7 @@ impl IdentityLayer<SystemClock> {
     /// (refreshed) while the stack runs.
     pub fn shared(shared: SharedCredentials) -> Self {
         Self {
-            token: Own::Shared(shared),
+            token: Own::Shared(shared.cached()),
             clock: SystemClock,
         }
     }
@@ -166,7 +166,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match token_for(&req, &self.token, &self.clock) {
+        match token_for(&req, &mut self.token, &self.clock) {
             Ok(Some(value)) => {
                 req.headers_mut().insert(IDENTITY, value);
                 ResponseFuture::inner(self.inner.call(req))
