@@ -32,41 +32,36 @@ use http_body_util::Full;
 /// round on the floor and the case alike.
 const ROUNDS: usize = 201;
 
-fn bench(c: &mut Criterion) {
-    let Inputs {
-        get_uri,
-        post_uri,
-        body,
-        mac,
-        token_id,
-    } = inputs();
+fn bench(c: &mut Criterion, inputs: &Inputs) {
+    let (mac, token_id, body) = (&inputs.mac, &inputs.token_id, &inputs.body);
+    let (get_uri, post_uri) = (&inputs.get_uri, &inputs.post_uri);
 
     let mut group = c.benchmark_group("layer");
     group.bench_function("floor_request_get", |b| {
-        b.iter(|| floor_request(&mac, &token_id, get(&get_uri), b""))
+        b.iter(|| floor_request(mac, token_id, get(get_uri), b""))
     });
     group.bench_function("floor_request_post_512", |b| {
-        b.iter(|| floor_request(&mac, &token_id, post(&post_uri, &body), &body))
+        b.iter(|| floor_request(mac, token_id, post(post_uri, body), body))
     });
     group.bench_function("floor_request_decided_get", |b| {
-        b.iter(|| floor_request_decided(&mac, &token_id, get(&get_uri), b""))
+        b.iter(|| floor_request_decided(mac, token_id, get(get_uri), b""))
     });
 
     let mut svc = auth::<Full<Bytes>>();
-    group.bench_function("auth_get", |b| b.iter(|| call(&mut svc, get(&get_uri))));
+    group.bench_function("auth_get", |b| b.iter(|| call(&mut svc, get(get_uri))));
     group.bench_function("auth_post_512", |b| {
-        b.iter(|| call(&mut svc, post(&post_uri, &body)))
+        b.iter(|| call(&mut svc, post(post_uri, body)))
     });
     let mut svc = three_layers::<Full<Bytes>>();
-    group.bench_function("layers_get", |b| b.iter(|| call(&mut svc, get(&get_uri))));
+    group.bench_function("layers_get", |b| b.iter(|| call(&mut svc, get(get_uri))));
     group.bench_function("layers_post_512", |b| {
-        b.iter(|| call(&mut svc, post(&post_uri, &body)))
+        b.iter(|| call(&mut svc, post(post_uri, body)))
     });
     let mut svc = signing::<Full<Bytes>>();
-    group.bench_function("signing_get", |b| b.iter(|| call(&mut svc, get(&get_uri))));
+    group.bench_function("signing_get", |b| b.iter(|| call(&mut svc, get(get_uri))));
     let mut chunked = auth::<Chunks>();
     group.bench_function("auth_post_512_chunked", |b| {
-        b.iter(|| call(&mut chunked, post_chunked(&post_uri, &body)))
+        b.iter(|| call(&mut chunked, post_chunked(post_uri, body)))
     });
     group.finish();
 }
@@ -88,8 +83,9 @@ fn ratio(what: &str, case: &str, floor: &str, target: Option<f64>) {
 }
 
 fn main() {
+    let inputs = inputs();
     let mut c = Criterion::default().configure_from_args();
-    bench(&mut c);
+    bench(&mut c, &inputs);
     c.final_summary();
     println!("\nlayer ratios (this run), each case against floor_request built the same way");
     println!(
@@ -154,34 +150,30 @@ fn main() {
         body,
         mac,
         token_id,
-    } = inputs();
+    } = &inputs;
     let n = 2_000;
     println!(
         "\nthe same in {ROUNDS} interleaved rounds of {n} calls (floor_request, case, floor_request), judged on the median"
     );
     println!("{:<48} {:>7} {:>17} target", "case", "median", "min - max");
-    let floor_get = || floor_request(&mac, &token_id, get(&get_uri), b"");
-    let floor_post = || floor_request(&mac, &token_id, post(&post_uri, &body), &body);
+    let floor_get = || floor_request(mac, token_id, get(get_uri), b"");
+    let floor_post = || floor_request(mac, token_id, post(post_uri, body), body);
     let mut a = auth::<Full<Bytes>>();
     let mut l = three_layers::<Full<Bytes>>();
     let mut s = signing::<Full<Bytes>>();
-    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut a, get(&get_uri)));
+    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut a, get(get_uri)));
     common::interleaved_row("AuthLayer, Full<Bytes> GET", r, Some(1.15));
-    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut l, get(&get_uri)));
+    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut l, get(get_uri)));
     common::interleaved_row("three layers by hand, Full<Bytes> GET", r, Some(1.3));
-    let r = common::interleaved(ROUNDS, n, floor_post, || {
-        call(&mut a, post(&post_uri, &body))
-    });
+    let r = common::interleaved(ROUNDS, n, floor_post, || call(&mut a, post(post_uri, body)));
     common::interleaved_row("AuthLayer, POST 512 B", r, Some(1.15));
-    let r = common::interleaved(ROUNDS, n, floor_post, || {
-        call(&mut l, post(&post_uri, &body))
-    });
+    let r = common::interleaved(ROUNDS, n, floor_post, || call(&mut l, post(post_uri, body)));
     common::interleaved_row("three layers by hand, POST 512 B", r, Some(1.3));
-    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut s, get(&get_uri)));
+    let r = common::interleaved(ROUNDS, n, floor_get, || call(&mut s, get(get_uri)));
     common::interleaved_row("HmacSigningLayer alone, GET", r, None);
-    let floor_decided = || floor_request_decided(&mac, &token_id, get(&get_uri), b"");
+    let floor_decided = || floor_request_decided(mac, token_id, get(get_uri), b"");
     let r = common::interleaved(ROUNDS, n, floor_get, floor_decided);
     common::interleaved_row("floor_request + decision in extensions, GET", r, None);
-    let r = common::interleaved(ROUNDS, n, floor_decided, || call(&mut l, get(&get_uri)));
+    let r = common::interleaved(ROUNDS, n, floor_decided, || call(&mut l, get(get_uri)));
     common::interleaved_row("three layers, GET, vs that decided floor", r, None);
 }
