@@ -44,8 +44,8 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, req: Request<Full<Bytes>>) -> TransportFuture;
 }
 
-/// hyper-util's client sends from a shared reference, with no clone of its own, and its
-/// future and body go up the stack as they are.
+/// hyper-util's client, called directly (its `request` clones its own parts for the request),
+/// with its future and body going up the stack as they are.
 impl Dispatch for HttpsTransport {
     fn dispatch(&self, req: Request<Full<Bytes>>) -> TransportFuture {
         TransportFuture::Hyper {
