@@ -7,13 +7,11 @@ mod common;
 use std::hint::black_box;
 
 use bytes::Bytes;
-use common::requests::{
-    Chunks, auth, call, get, get_with_user_agent, post, post_chunked, signing, three_layers,
-};
+use common::requests::{Chunks, auth, call, get, get_with_user_agent, post, post_chunked, signing};
 use common::{GET_TARGET, SECRET, TIMESTAMP, TOKEN_ID, alloc};
 use http::{Request, Uri};
 use http_body_util::Full;
-use limitless_auth::clock::SystemClock;
+use limitless_auth::SystemClock;
 use limitless_auth::{HmacCredentials, Timestamp};
 
 #[global_allocator]
@@ -40,7 +38,6 @@ fn main() {
     let creds = HmacCredentials::new(TOKEN_ID, SECRET).expect("valid");
     let mut signing = signing::<Full<Bytes>>();
     let mut full = auth::<Full<Bytes>>();
-    let mut layers = three_layers::<Full<Bytes>>();
     let mut chunked = auth::<Chunks>();
 
     let rows: Vec<(&str, f64)> = vec![
@@ -87,12 +84,8 @@ fn main() {
             per_call(|| post(&post_uri, &body), |r| call(&mut signing, r)),
         ),
         (
-            "AuthLayer, GET",
+            "AuthLayer, GET (target <= 4)",
             per_call(|| get(&get_uri), |r| call(&mut full, r)),
-        ),
-        (
-            "three layers by hand, GET",
-            per_call(|| get(&get_uri), |r| call(&mut layers, r)),
         ),
         (
             "AuthLayer, POST 512 B in 4 chunks",

@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use common::{GET_TARGET, Ratio, SECRET, TIMESTAMP, TOKEN_ID};
 use criterion::Criterion;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use limitless_auth::clock::SystemClock;
-use limitless_auth::sign::canonical_message;
+use limitless_auth::SystemClock;
+use limitless_auth::canonical_message;
 use limitless_auth::{HmacCredentials, Timestamp};
 use sha2::Sha256;
 
@@ -89,7 +89,7 @@ fn bench_timestamp(c: &mut Criterion) {
         b.iter(|| black_box(Timestamp::now(&SystemClock).expect("in range")))
     });
     group.bench_function("clock_read_only", |b| {
-        b.iter(|| black_box(limitless_auth::clock::Clock::now_millis(&SystemClock)))
+        b.iter(|| black_box(limitless_auth::Clock::now_millis(&SystemClock)))
     });
     let mut ms = 1_774_269_296_789i64;
     group.bench_function("format_only", |b| {

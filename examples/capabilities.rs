@@ -10,10 +10,11 @@
 //! cargo run --example capabilities --features client,mock -- --live
 //! ```
 
+use limitless_auth::Scope;
 use limitless_auth::client::{Client, Error};
 use limitless_auth::mock::{MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
-use limitless_auth::types::Scope;
-use limitless_auth::{BoxError, Credentials, HmacCredentials, IdentityToken};
+use limitless_auth::{Credentials, HmacCredentials, IdentityToken};
+use tower::BoxError;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {

@@ -1,5 +1,6 @@
-//! The three layers stacked by hand with `ServiceBuilder` over a bare hyper-util client,
-//! without the crate's `Client` type, against the embedded mock server.
+//! `AuthLayer` with `ServiceBuilder` over a bare hyper-util client, without the crate's
+//! `Client` type, against the embedded mock server. Exits with an error unless every request
+//! succeeds and reached the server with the one authentication its route accepts.
 //!
 //! ```sh
 //! cargo run --example layers_over_hyper --features client,mock
@@ -11,10 +12,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use limitless_auth::mock::{MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
-use limitless_auth::{
-    AuthPolicyLayer, BoxError, Credentials, HmacCredentials, HmacSigningLayer, IdentityLayer,
-    IdentityToken,
-};
+use limitless_auth::{AuthLayer, Credentials, HmacCredentials, IdentityToken};
+use tower::BoxError;
 use tower::{ServiceBuilder, ServiceExt as _};
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,10 +27,10 @@ async fn main() -> Result<(), BoxError> {
         )?)
         .with_identity(IdentityToken::new(PARTNER_IDENTITY)?);
     let transport = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // One decision per request, made and carried out in the layer: the identity token on
+    // Privy-only routes, the lmts-* signature on HMAC routes, caller auth headers stripped.
     let stack = ServiceBuilder::new()
-        .layer(AuthPolicyLayer::new(credentials)) // one mode per route, caller auth headers stripped
-        .layer(IdentityLayer::for_policy()) // identity: Bearer … where the policy chose Privy
-        .layer(HmacSigningLayer::for_policy()) // lmts-* where it chose HMAC
+        .layer(AuthLayer::new(credentials))
         .service(transport);
 
     for path in ["/auth/api-tokens/capabilities", "/auth/api-tokens"] {
@@ -44,6 +43,9 @@ async fn main() -> Result<(), BoxError> {
             "GET {path} -> {status}\n{}\n",
             String::from_utf8_lossy(&body)
         );
+        if !status.is_success() {
+            return Err(format!("GET {path} answered {status}").into());
+        }
     }
     for r in mock.requests() {
         let auth: Vec<&str> = r

@@ -5,15 +5,15 @@
 //! polled, a `Full<Bytes>` is taken as the very `Bytes` it holds (no copy), and a body of
 //! several chunks is joined into one buffer sized from its size hint.
 
-#[cfg(feature = "client")]
+#[cfg(any(feature = "client", test))]
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body::Body;
-#[cfg(feature = "client")]
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
@@ -192,7 +192,7 @@ impl Gather {
     }
 }
 
-#[cfg(feature = "client")]
+#[cfg(any(feature = "client", test))]
 pin_project! {
     /// Reads a whole body into one `Bytes`, failing past a byte limit.
     pub(crate) struct Collect<B> {
@@ -202,7 +202,7 @@ pin_project! {
     }
 }
 
-#[cfg(feature = "client")]
+#[cfg(any(feature = "client", test))]
 impl<B: Body> Collect<B> {
     pub(crate) fn new(body: B, limit: usize, declared: Option<u64>) -> Self {
         Self {
@@ -212,7 +212,7 @@ impl<B: Body> Collect<B> {
     }
 }
 
-#[cfg(feature = "client")]
+#[cfg(any(feature = "client", test))]
 impl<B> Future for Collect<B>
 where
     B: Body,
@@ -223,6 +223,99 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         this.gather.poll_body(this.body, cx)
+    }
+}
+
+pin_project! {
+    /// A request body for the signing step when it is not a `Full<Bytes>`: any body (a
+    /// stream, say) passed through untouched when the request is not signed, or the bytes that
+    /// were read and signed.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt as _, Empty};
+    /// use limitless_auth::SignedBody;
+    ///
+    /// let streaming: SignedBody<Empty<Bytes>> = SignedBody::new(Empty::new());
+    /// let signed: SignedBody<Empty<Bytes>> = SignedBody::from(Bytes::from_static(b"{}"));
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert_eq!(signed.collect().await.unwrap().to_bytes(), "{}");
+    /// assert!(streaming.collect().await.unwrap().to_bytes().is_empty());
+    /// # });
+    /// ```
+    pub struct SignedBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Signed {
+            #[pin]
+            bytes: Full<Bytes>,
+        },
+        Body {
+            #[pin]
+            body: B,
+        },
+    }
+}
+
+impl<B> SignedBody<B> {
+    /// Wraps `body`.
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: Kind::Body { body },
+        }
+    }
+}
+
+impl<B> From<Bytes> for SignedBody<B> {
+    fn from(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Signed {
+                bytes: Full::new(bytes),
+            },
+        }
+    }
+}
+
+impl<B> Body for SignedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Signed { bytes } => bytes
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            KindProj::Body { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Signed { bytes } => bytes.is_end_stream(),
+            Kind::Body { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Signed { bytes } => bytes.size_hint(),
+            Kind::Body { body } => body.size_hint(),
+        }
     }
 }
 

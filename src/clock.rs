@@ -2,21 +2,19 @@
 //!
 //! Every timestamp this crate puts on the wire comes from a [`Clock`]. Production code uses
 //! [`SystemClock`]; tests inject a [`FixedClock`] so that the 30-second acceptance window and
-//! clock skew can be exercised without sleeping; the client wraps its clock in an
-//! [`OffsetClock`] that applies the server's measured clock offset.
+//! clock skew can be exercised without sleeping; the client corrects its clock by the server's
+//! measured offset.
 //!
 //! Times are plain `i64` milliseconds since the Unix epoch (UTC), the unit the protocol's
 //! timestamps carry.
 //!
 //! ```
-//! use limitless_auth::clock::{Clock, FixedClock, OffsetClock};
+//! use limitless_auth::{Clock, FixedClock};
 //!
-//! let base = FixedClock::new(1_774_269_296_789);
-//! let clock = OffsetClock::new(base.clone());
-//! clock.set_offset_millis(-2_000);
-//! assert_eq!(clock.now_millis(), 1_774_269_294_789);
-//! base.advance_millis(1_000);
-//! assert_eq!(clock.now_millis(), 1_774_269_295_789);
+//! let clock = FixedClock::new(1_774_269_296_789);
+//! let shared = clock.clone();
+//! shared.advance_millis(1_000);
+//! assert_eq!(clock.now_millis(), 1_774_269_297_789);
 //! ```
 
 use std::sync::Arc;
@@ -99,15 +97,17 @@ impl Clock for FixedClock {
 /// The client uses it to sign with the server's time once it has measured the difference
 /// between the two clocks. Clones share the offset, so a measurement made by one clone of a
 /// client corrects every other clone.
+#[cfg(any(feature = "client", feature = "mock"))]
 #[derive(Clone, Debug)]
-pub struct OffsetClock<C = SystemClock> {
+pub(crate) struct OffsetClock<C = SystemClock> {
     base: C,
     offset: Arc<AtomicI64>,
 }
 
+#[cfg(any(feature = "client", feature = "mock"))]
 impl<C: Clock> OffsetClock<C> {
     /// Wraps `base` with an offset of zero.
-    pub fn new(base: C) -> Self {
+    pub(crate) fn new(base: C) -> Self {
         Self {
             base,
             offset: Arc::new(AtomicI64::new(0)),
@@ -115,26 +115,22 @@ impl<C: Clock> OffsetClock<C> {
     }
 
     /// The offset currently applied, in milliseconds (server time minus base time).
-    pub fn offset_millis(&self) -> i64 {
+    pub(crate) fn offset_millis(&self) -> i64 {
         self.offset.load(Ordering::Relaxed)
     }
 
     /// Sets the offset applied by this clock and all its clones.
-    pub fn set_offset_millis(&self, offset: i64) {
+    pub(crate) fn set_offset_millis(&self, offset: i64) {
         self.offset.store(offset, Ordering::Relaxed);
     }
 
     /// The uncorrected time of the base clock.
-    pub fn base_millis(&self) -> i64 {
+    pub(crate) fn base_millis(&self) -> i64 {
         self.base.now_millis()
-    }
-
-    /// The base clock.
-    pub fn base(&self) -> &C {
-        &self.base
     }
 }
 
+#[cfg(any(feature = "client", feature = "mock"))]
 impl<C: Clock> Clock for OffsetClock<C> {
     #[inline]
     fn now_millis(&self) -> i64 {
@@ -163,8 +159,14 @@ mod tests {
     }
 
     #[test]
-    fn system_clock_is_after_2020() {
-        assert!(SystemClock.now_millis() > 1_577_836_800_000);
+    fn system_clock_reads_the_system_time_in_milliseconds() {
+        let before = system_time_millis(SystemTime::now());
+        let read = SystemClock.now_millis();
+        let after = system_time_millis(SystemTime::now());
+        assert!(
+            before <= read && read <= after,
+            "{before} <= {read} <= {after}"
+        );
     }
 
     #[test]
@@ -177,6 +179,7 @@ mod tests {
         assert_eq!(a.now_millis(), -3);
     }
 
+    #[cfg(any(feature = "client", feature = "mock"))]
     #[test]
     fn offset_clock_clones_share_offset_and_saturate() {
         let c = OffsetClock::new(FixedClock::new(i64::MAX - 1));

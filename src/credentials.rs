@@ -260,7 +260,7 @@ impl HmacCredentials {
     }
 
     /// The token id as a sensitive header value; cloning it shares its bytes.
-    pub fn token_id_header(&self) -> &HeaderValue {
+    pub(crate) fn token_id_header(&self) -> &HeaderValue {
         &self.inner.token_id
     }
 
@@ -354,7 +354,7 @@ impl HeaderSecret {
 /// This is the `token` field of Privy's authenticate response (the identity token), not
 /// `privy_access_token`. Held in a [`SecretString`]; cloning shares it; `Debug` is redacted.
 ///
-/// A Privy identity token is a JWT: its `exp` (and `iat`) claims are read at construction,
+/// A Privy identity token is a JWT: its `exp` claim is read at construction,
 /// without verifying the signature (Limitless verifies it), so that an expired token is caught
 /// before it is sent. A token that is not a JWT is accepted, with no expiry known.
 ///
@@ -366,7 +366,6 @@ impl HeaderSecret {
 ///            eyJzdWIiOiJkaWQ6cHJpdnk6eCIsImlhdCI6MTc3NDg3MjAwMCwiZXhwIjoxNzc0ODc1NjAwfQ.c2ln";
 /// let token = IdentityToken::new(jwt)?;
 /// assert_eq!(token.expires_at().unwrap().as_str(), "2026-03-30T13:00:00.000Z");
-/// assert_eq!(token.issued_at().unwrap().as_str(), "2026-03-30T12:00:00.000Z");
 /// assert!(!token.is_expired_at(1_774_875_599_999));
 /// assert!(token.is_expired_at(1_774_875_600_000));
 /// assert!(IdentityToken::new("not-a-jwt")?.expires_at().is_none());
@@ -378,11 +377,10 @@ pub struct IdentityToken {
     times: JwtTimes,
 }
 
-/// The `exp` and `iat` claims of a JWT, in milliseconds since the Unix epoch.
+/// The `exp` claim of a JWT, in milliseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct JwtTimes {
     expires: Option<i64>,
-    issued: Option<i64>,
 }
 
 impl JwtTimes {
@@ -409,7 +407,6 @@ impl JwtTimes {
         };
         Self {
             expires: millis("exp"),
-            issued: millis("iat"),
         }
     }
 }
@@ -430,11 +427,6 @@ impl IdentityToken {
     /// When the token expires (its JWT `exp` claim), if it is a JWT that says.
     pub fn expires_at(&self) -> Option<crate::Timestamp> {
         crate::Timestamp::from_unix_millis(self.times.expires?).ok()
-    }
-
-    /// When the token was issued (its JWT `iat` claim), if it is a JWT that says.
-    pub fn issued_at(&self) -> Option<crate::Timestamp> {
-        crate::Timestamp::from_unix_millis(self.times.issued?).ok()
     }
 
     /// Whether the token has expired at `now_millis` (milliseconds since the Unix epoch);
@@ -506,8 +498,7 @@ impl fmt::Debug for ApiKey {
 
 /// The credentials a stack or client holds; any of them may be absent.
 ///
-/// Which one a request uses is decided per route by the
-/// [`AuthPolicyLayer`](crate::policy::AuthPolicyLayer).
+/// Which one a request uses is decided per route by [`decide`](crate::decide).
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     /// HMAC scoped token.
@@ -602,7 +593,7 @@ impl Credentials {
                 check_visible("token id", &id).map_err(in_var(ENV_TOKEN_ID))?;
                 let creds = HmacCredentials::new(&id, &secret).map_err(in_var(ENV_TOKEN_SECRET))?;
                 Some(match get(ENV_TOKEN_SCOPES)? {
-                    Some(scopes) => creds.with_scopes(crate::scope::parse_list(&scopes)),
+                    Some(scopes) => creds.with_scopes(Scope::parse_list(&scopes)),
                     None => creds,
                 })
             }
@@ -626,9 +617,9 @@ impl Credentials {
 /// Credentials that can change while requests are being sent: a handle that every clone of a
 /// stack (and of the client) reads, and that can be swapped at run time.
 ///
-/// A request reads the credentials once, when it starts, and keeps what it read for all its
-/// attempts: a swap affects only requests started after it, and no request ever mixes old and
-/// new credentials. Reading costs no lock (an [`arc_swap::ArcSwap`]).
+/// Each request reads the credentials once, when its authentication is decided, and a swap
+/// affects only the requests decided after it: no request ever carries a mix of old and new
+/// credentials. Reading costs no lock (an `arc_swap::ArcSwap`).
 ///
 /// ```
 /// use limitless_auth::{Credentials, HmacCredentials, SharedCredentials};
@@ -655,9 +646,9 @@ impl SharedCredentials {
         self.0.load_full()
     }
 
-    /// A reader for one service: see [`CachedCredentials`].
-    pub(crate) fn cached(&self) -> CachedCredentials {
-        CachedCredentials(arc_swap::Cache::new(self.0.clone()))
+    /// The credentials now, for one decision: no reference count is taken.
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Credentials>> {
+        self.0.load()
     }
 
     /// Replaces the credentials for the requests that start from now on.
@@ -669,28 +660,6 @@ impl SharedCredentials {
     /// updates (`f` may run more than once if updates race).
     pub fn update(&self, f: impl Fn(&Credentials) -> Credentials) {
         self.0.rcu(|current| f(current));
-    }
-}
-
-/// One service's reader of a [`SharedCredentials`]: while the credentials are unchanged, a read
-/// is one relaxed load and a pointer comparison (no reference count, no fence). It holds the
-/// credentials it read last until its next read after a swap, or until it is dropped.
-#[derive(Clone)]
-pub(crate) struct CachedCredentials(
-    arc_swap::Cache<Arc<arc_swap::ArcSwap<Credentials>>, Arc<Credentials>>,
-);
-
-impl CachedCredentials {
-    /// The credentials now.
-    #[inline]
-    pub(crate) fn current(&mut self) -> &Credentials {
-        self.0.load()
-    }
-}
-
-impl fmt::Debug for CachedCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CachedCredentials")
     }
 }
 

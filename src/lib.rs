@@ -1,33 +1,31 @@
-//! Tower middleware that authenticates requests to the
-//! [Limitless Exchange](https://limitless.exchange) REST API.
+//! Authentication for the [Limitless Exchange](https://limitless.exchange) API: byte-exact HMAC
+//! signing, the Privy identity token, and a route policy that gives each request exactly the
+//! authentication its route accepts.
 //!
-//! - [`HmacSigningLayer`] signs requests with an HMAC scoped token, byte-exact with the official
-//!   SDKs: `lmts-api-key`, `lmts-timestamp`, `lmts-signature` over
-//!   `timestamp \n METHOD \n path_and_query \n body`.
-//! - [`IdentityLayer`] adds the Privy identity token (`identity: Bearer …`).
-//! - [`AuthPolicyLayer`] makes sure each request carries exactly one kind of authentication,
-//!   the kind its route accepts: Privy-only routes such as `GET /auth/api-tokens/capabilities`
-//!   receive the identity token and never an HMAC or API-key header.
+//! The core is [`decide`], a pure function of the route table, the request's method, target and
+//! extensions, and the credentials at hand, which returns a [`Decision`] or a [`PolicyError`].
+//! Front doors call it and carry the decision out in the same step:
 //!
-//! The layers work with any tower stack and any request body; the optional `client` feature adds
-//! a ready-made client, `mock` an embedded mock Limitless server, `cli` the `lmts` tool and
+//! - [`AuthLayer`], a tower layer over every credential at hand; [`HmacSigningLayer`] and
+//!   [`IdentityLayer`] are the same layer holding one credential. Privy-only routes such as
+//!   `GET /auth/api-tokens/capabilities` receive the identity token and nothing else; a route
+//!   whose credential is missing fails locally, before the inner service is called.
+//! - With feature `client`, [`client::Client`], a ready-made tower stack over hyper-util.
+//!
+//! The optional `mock` feature adds an embedded mock Limitless server, `cli` the `lmts` tool and
 //! `tracing` request spans.
 //!
 //! ```
 //! use bytes::Bytes;
 //! use http::{Request, Response};
 //! use http_body_util::Full;
-//! use limitless_auth::{
-//!     AuthPolicyLayer, Credentials, HmacCredentials, HmacSigningLayer, IdentityLayer,
-//! };
+//! use limitless_auth::{AuthLayer, Credentials, HmacCredentials};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let creds = Credentials::new().with_hmac(HmacCredentials::new("token-123", "c2VjcmV0")?);
 //! let svc = ServiceBuilder::new()
-//!     .layer(AuthPolicyLayer::new(creds))
-//!     .layer(IdentityLayer::for_policy())
-//!     .layer(HmacSigningLayer::for_policy())
+//!     .layer(AuthLayer::new(creds))
 //!     .service_fn(|req: Request<Full<Bytes>>| async move {
 //!         assert_eq!(req.headers()["lmts-api-key"], "token-123");
 //!         assert_eq!(req.headers()["lmts-signature"].len(), 44);
@@ -42,37 +40,40 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod body;
+mod apply;
+mod body;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod clock;
-pub mod credentials;
-pub mod layer;
+mod clock;
+mod credentials;
+mod layer;
 #[cfg(feature = "mock")]
 pub mod mock;
-pub mod policy;
-pub mod scope;
-pub mod sign;
+mod policy;
+mod scope;
+mod sign;
 #[cfg(any(feature = "client", feature = "mock"))]
 pub mod types;
 
-pub use body::{BodyError, DEFAULT_BODY_LIMIT};
+pub use apply::SigningError;
+pub use body::{BodyError, DEFAULT_BODY_LIMIT, SignedBody};
+pub use clock::{Clock, FixedClock, SystemClock};
 pub use credentials::{
-    ApiKey, CredentialError, Credentials, HmacCredentials, IdentityToken, SecretProblem,
+    ApiKey, CredentialError, Credentials, ENV_API_KEY, ENV_IDENTITY_TOKEN, ENV_TOKEN_ID,
+    ENV_TOKEN_SCOPES, ENV_TOKEN_SECRET, HmacCredentials, IdentityToken, SecretProblem,
     SharedCredentials,
 };
-pub use layer::AuthLayer;
-pub use layer::hmac::{HmacSigning, HmacSigningLayer, SignedBody, SigningError};
-pub use layer::privy::{Identity, IdentityLayer};
+pub use layer::{Auth, AuthFuture, AuthLayer, HmacSigningLayer, IdentityLayer};
 pub use policy::{
-    Accepts, AuthMode, AuthPolicy, AuthPolicyLayer, PolicyError, RouteTable, SelectedAuth,
+    Accepts, AuthMode, Credential, Decision, PolicyError, RouteError, RoutePrefix, RouteTable,
+    ScopeRequirement, decide,
 };
 pub use scope::Scope;
-pub use sign::{Signature, Timestamp};
+pub use sign::{Signature, Timestamp, TimestampError, canonical_message};
 
-/// The error type of the layers, as tower expects: a boxed typed error
+/// The error type of the layers, as tower expects (`tower::BoxError`): a boxed typed error
 /// ([`PolicyError`], [`SigningError`], [`BodyError`], or the inner service's own).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use tower::BoxError;
 
 /// 64 random bits from the standard library's randomly keyed hasher: jitter and mock token ids
 /// need unpredictability, not a cryptographic generator.

@@ -42,6 +42,21 @@ impl Scope {
         }
     }
 
+    /// Parses a comma-separated scope list (`trading, withdrawal`), as `LMTS_TOKEN_SCOPES` and
+    /// `LMTS_DENY_SCOPES` hold it; empty items are skipped.
+    ///
+    /// ```
+    /// use limitless_auth::Scope;
+    /// assert_eq!(Scope::parse_list("trading, withdrawal,"), [Scope::Trading, Scope::Withdrawal]);
+    /// ```
+    pub fn parse_list(text: &str) -> Vec<Self> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Self::parse)
+            .collect()
+    }
+
     /// Whether this is one of the scopes this crate knows.
     pub fn is_known(&self) -> bool {
         !matches!(self, Self::Other(_))
@@ -73,19 +88,4 @@ impl<'de> serde::Deserialize<'de> for Scope {
         let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
         Ok(Self::parse(&name))
     }
-}
-
-/// Parses a comma-separated scope list (`trading, withdrawal`), as `LMTS_TOKEN_SCOPES` and
-/// `LMTS_DENY_SCOPES` hold it; empty items are skipped.
-///
-/// ```
-/// use limitless_auth::scope::{Scope, parse_list};
-/// assert_eq!(parse_list("trading, withdrawal,"), vec![Scope::Trading, Scope::Withdrawal]);
-/// ```
-pub fn parse_list(text: &str) -> Vec<Scope> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(Scope::parse)
-        .collect()
 }

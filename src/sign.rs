@@ -10,7 +10,7 @@
 //! [`canonical_message`] builds the same bytes as one buffer for diagnostics and tests.
 //!
 //! ```
-//! use limitless_auth::{HmacCredentials, sign::canonical_message};
+//! use limitless_auth::{HmacCredentials, canonical_message};
 //!
 //! let creds = HmacCredentials::new("token-123", "c2VjcmV0")?;
 //! let sig = creds.sign("2026-03-30T12:00:00.000Z", "POST", "/orders", br#"{"foo":"bar"}"#);
@@ -33,9 +33,9 @@ use crate::clock::Clock;
 use crate::credentials::{HmacCredentials, HmacSha256};
 
 /// Length of an `lmts-signature` value: base64 of 32 bytes, padded.
-pub const SIGNATURE_LEN: usize = 44;
+pub(crate) const SIGNATURE_LEN: usize = 44;
 /// Length of an `lmts-timestamp` value: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub const TIMESTAMP_LEN: usize = 24;
+pub(crate) const TIMESTAMP_LEN: usize = 24;
 
 /// An `lmts-signature` value: 44 characters of padded standard base64, held on the stack.
 ///
@@ -52,7 +52,7 @@ impl Signature {
     }
 
     /// The signature text as bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
 }
@@ -113,47 +113,6 @@ impl HmacCredentials {
         let tag: [u8; 32] = mac.finalize().into_bytes().into();
         Signature {
             buf: encode_tag(&tag),
-        }
-    }
-
-    /// Checks a received `lmts-signature` against the request parts, in constant time.
-    ///
-    /// This is the server's side of [`HmacCredentials::sign`]: it returns `true` exactly when
-    /// `signature` is the padded base64 HMAC of the canonical message. The timestamp window is
-    /// the caller's to check.
-    ///
-    /// ```
-    /// # use limitless_auth::HmacCredentials;
-    /// let creds = HmacCredentials::new("token-123", "c2VjcmV0")?;
-    /// let sig = creds.sign("2026-03-30T12:00:00.000Z", "GET", "/orders", b"");
-    /// assert!(creds.verify("2026-03-30T12:00:00.000Z", "GET", "/orders", b"", sig.as_str()));
-    /// assert!(!creds.verify("2026-03-30T12:00:00.001Z", "GET", "/orders", b"", sig.as_str()));
-    /// # Ok::<(), limitless_auth::CredentialError>(())
-    /// ```
-    pub fn verify(
-        &self,
-        timestamp: &str,
-        method: &str,
-        path_and_query: &str,
-        body: &[u8],
-        signature: &str,
-    ) -> bool {
-        let mut tag = [0u8; 48];
-        if signature.len() != SIGNATURE_LEN {
-            return false;
-        }
-        match STANDARD.decode_slice(signature, &mut tag) {
-            Ok(32) => {
-                let mut mac = self.mac().clone();
-                let (ts, m, pq) = (
-                    timestamp.as_bytes(),
-                    method.as_bytes(),
-                    path_and_query.as_bytes(),
-                );
-                feed(&mut mac, ts, m, pq, body);
-                mac.verify_slice(&tag[..32]).is_ok()
-            }
-            _ => false,
         }
     }
 }
@@ -266,11 +225,11 @@ const MAX_MILLIS: i64 = 253_402_300_799_999;
 /// An `lmts-timestamp` value, `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC, held on the stack.
 ///
 /// ```
-/// use limitless_auth::sign::Timestamp;
+/// use limitless_auth::Timestamp;
 /// let ts = Timestamp::from_unix_millis(1_774_269_296_789)?;
 /// assert_eq!(ts.as_str(), "2026-03-23T12:34:56.789Z");
 /// assert_eq!(Timestamp::parse("2026-03-23T12:34:56.789Z")?.unix_millis(), 1_774_269_296_789);
-/// # Ok::<(), limitless_auth::sign::TimestampError>(())
+/// # Ok::<(), limitless_auth::TimestampError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timestamp {
@@ -369,7 +328,7 @@ impl Timestamp {
 
     /// The timestamp text as bytes.
     #[inline]
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
 

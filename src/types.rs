@@ -48,11 +48,6 @@ impl PartnerCapabilities {
     pub fn allows(&self, scope: &Scope) -> bool {
         self.token_management_enabled && self.allowed_scopes.contains(scope)
     }
-
-    /// Whether every scope in `scopes` may be derived.
-    pub fn allows_all<'a>(&self, scopes: impl IntoIterator<Item = &'a Scope>) -> bool {
-        scopes.into_iter().all(|s| self.allows(s))
-    }
 }
 
 /// Body of `POST /auth/api-tokens/derive`. Absent fields are omitted on the wire.

@@ -1,17 +1,15 @@
 //! Allocation budgets (upper bounds): none for a signature or a timestamp, at most four per
-//! signed request in the signing layer and in `AuthLayer`, and three more through the three
-//! layers stacked by hand, where the policy's decision travels in the request's extensions
-//! (the extensions map, its table and the boxed value). Requests are built before counting.
+//! signed request in the signing layer and in `AuthLayer`. Requests are built before counting.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 
 use bytes::Bytes;
-use common::requests::{auth, call, get, get_with_user_agent, post, signing, three_layers};
+use common::requests::{auth, call, get, get_with_user_agent, post, signing};
 use common::{GET_TARGET, SECRET, TIMESTAMP, TOKEN_ID, alloc};
 use http::Uri;
 use http_body_util::Full;
-use limitless_auth::clock::SystemClock;
+use limitless_auth::SystemClock;
 use limitless_auth::{HmacCredentials, Timestamp};
 
 #[global_allocator]
@@ -40,7 +38,6 @@ fn signed_requests_stay_within_their_allocation_budgets() {
     let body = Bytes::from(common::json_512());
     let mut signing = signing::<Full<Bytes>>();
     let mut auth = auth::<Full<Bytes>>();
-    let mut layers = three_layers::<Full<Bytes>>();
     for (what, req, budget) in [
         ("bare GET", get(&get_uri), 4),
         ("GET with user-agent", get_with_user_agent(&get_uri), 4),
@@ -49,7 +46,6 @@ fn signed_requests_stay_within_their_allocation_budgets() {
         // Warm up once (first clones of shared bytes promote them), then count.
         call(&mut signing, get(&get_uri));
         call(&mut auth, get(&get_uri));
-        call(&mut layers, get(&get_uri));
         let clone = || {
             let mut r = http::Request::new(req.body().clone());
             *r.method_mut() = req.method().clone();
@@ -57,12 +53,10 @@ fn signed_requests_stay_within_their_allocation_budgets() {
             *r.headers_mut() = req.headers().clone();
             r
         };
-        let (r1, r2, r3) = (clone(), clone(), clone());
+        let (r1, r2) = (clone(), clone());
         let (_, n) = alloc::count(|| call(&mut signing, r1));
         assert!(n <= budget, "signing layer, {what}: {n} allocations");
         let (_, n) = alloc::count(|| call(&mut auth, r2));
         assert!(n <= budget, "AuthLayer, {what}: {n} allocations");
-        let (_, n) = alloc::count(|| call(&mut layers, r3));
-        assert!(n <= budget + 3, "three layers, {what}: {n} allocations");
     }
 }

@@ -193,7 +193,7 @@ fn sign_uses_the_current_time_by_default() {
         .strip_prefix("lmts-timestamp: ")
         .expect("timestamp line");
     let parsed = Timestamp::parse(ts).expect("well-formed timestamp");
-    let now = limitless_auth::clock::Clock::now_millis(&limitless_auth::clock::SystemClock);
+    let now = limitless_auth::Clock::now_millis(&limitless_auth::SystemClock);
     assert!((now - parsed.unix_millis()).abs() < 60_000);
     let creds = HmacCredentials::new(ID, SECRET).expect("valid");
     assert_eq!(

@@ -7,11 +7,11 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::StreamBody;
+use limitless_auth::Scope;
 use limitless_auth::client::{Client, Error, RetryConfig};
 use limitless_auth::mock::{
     Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET,
 };
-use limitless_auth::types::Scope;
 use limitless_auth::{
     ApiKey, BodyError, CredentialError, Credentials, HmacCredentials, HmacSigningLayer,
     IdentityToken, SecretProblem, SigningError,

@@ -1,21 +1,22 @@
-//! The route policy over the identity and signing layers, with a recording inner service.
+//! `AuthLayer` on the wire: what reaches a recording inner service for each kind of route,
+//! caller-set headers, per-request choices, bodies and targets.
 
 mod common;
 
 use std::convert::Infallible;
+use tower::BoxError;
 
 use bytes::Bytes;
 use common::{AUTH_HEADERS, Captured, Recorder, empty};
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{Full, StreamBody};
-use limitless_auth::clock::FixedClock;
+use limitless_auth::FixedClock;
 use limitless_auth::{
-    Accepts, ApiKey, AuthLayer, AuthMode, AuthPolicyLayer, BodyError, BoxError, Credentials,
-    HmacCredentials, HmacSigningLayer, IdentityLayer, IdentityToken, PolicyError, RouteTable,
-    SigningError,
+    Accepts, ApiKey, AuthLayer, AuthMode, BodyError, Credentials, HmacCredentials, IdentityToken,
+    PolicyError, RouteTable, SigningError,
 };
-use tower::util::BoxService;
-use tower::{Layer as _, ServiceBuilder, ServiceExt};
+use tower::util::BoxCloneService;
+use tower::{Layer as _, Service as _, ServiceExt};
 
 const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const TOKEN_ID: &str = "dGVzdC10b2tlbi0x";
@@ -39,40 +40,22 @@ fn all() -> Credentials {
         .with_api_key(api_key())
 }
 
-/// Sends `req` through policy → identity → hmac with `creds`, stacked by hand or (`combined`)
-/// as one [`AuthLayer`]; returns what reached the inner service (if anything) and the result.
-async fn send_through<B>(
-    creds: Credentials,
-    table: RouteTable,
-    req: Request<B>,
-    combined: bool,
-) -> (Vec<Captured>, Result<(), BoxError>)
+/// The layer under test: `AuthLayer` with `creds` and `table`, a fixed clock and a 1 KiB body
+/// limit, over a recorder.
+fn stack<B>(creds: Credentials, table: RouteTable, rec: &Recorder) -> Svc<B>
 where
     B: http_body::Body<Data = Bytes> + From<Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let rec = Recorder::new();
-    let clock = FixedClock::new(NOW);
-    let svc: BoxService<Request<B>, Response<()>, BoxError> = if combined {
-        let layer = AuthLayer::with_table(creds, table).with_clock(clock);
-        BoxService::new(layer.body_limit(1024).layer(rec.service()))
-    } else {
-        BoxService::new(
-            ServiceBuilder::new()
-                .layer(AuthPolicyLayer::with_table(creds, table))
-                .layer(IdentityLayer::for_policy())
-                .layer(
-                    HmacSigningLayer::for_policy()
-                        .with_clock(clock)
-                        .body_limit(1024),
-                )
-                .service(rec.service()),
-        )
-    };
-    let res = svc.oneshot(req).await.map(|_| ());
-    (rec.taken(), res)
+    let layer = AuthLayer::with_table(creds, table)
+        .with_clock(FixedClock::new(NOW))
+        .body_limit(1024);
+    BoxCloneService::new(layer.layer(rec.service()))
 }
 
+type Svc<B> = BoxCloneService<Request<B>, Response<()>, BoxError>;
+
+/// Sends `req` through [`stack`]; returns what reached the inner service and the result.
 async fn send_with_table<B>(
     creds: Credentials,
     table: RouteTable,
@@ -82,15 +65,9 @@ where
     B: http_body::Body<Data = Bytes> + From<Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    send_through(creds, table, req, false).await
-}
-
-async fn send_combined(
-    creds: Credentials,
-    table: RouteTable,
-    req: Request<Full<Bytes>>,
-) -> (Vec<Captured>, Result<(), BoxError>) {
-    send_through(creds, table, req, true).await
+    let rec = Recorder::new();
+    let res = stack(creds, table, &rec).oneshot(req).await.map(|_| ());
+    (rec.taken(), res)
 }
 
 async fn send<B>(creds: Credentials, req: Request<B>) -> (Vec<Captured>, Result<(), BoxError>)
@@ -152,18 +129,7 @@ async fn outcome(method: &str, target: &str) -> [Option<Wire>; 4] {
         Credentials::new().with_api_key(api_key()),
     ];
     for (slot, creds) in out.iter_mut().zip(sets) {
-        let (seen, res) = send(creds.clone(), req(method, target)).await;
-        // The combined layer behaves identically, down to the bytes on the wire.
-        let (seen2, res2) =
-            send_combined(creds, RouteTable::limitless(), req(method, target)).await;
-        assert_eq!(res.is_ok(), res2.is_ok(), "{method} {target}");
-        assert_eq!(seen.len(), seen2.len());
-        if let (Some(a), Some(b)) = (seen.first(), seen2.first()) {
-            assert_eq!(a.headers(), b.headers(), "{method} {target}");
-        }
-        if let (Err(a), Err(b)) = (&res, &res2) {
-            assert_eq!(a.to_string(), b.to_string());
-        }
+        let (seen, res) = send(creds, req(method, target)).await;
         *slot = match res {
             Ok(()) => {
                 assert_eq!(seen.len(), 1);
@@ -356,8 +322,6 @@ async fn requested_mode_cannot_force_hmac_onto_a_privy_only_route() {
             "{err}"
         );
     }
-    // A caller cannot insert a decision of its own: `SelectedAuth` has no public constructor
-    // (a compile_fail doctest on it shows that).
 }
 
 #[tokio::test]
@@ -385,36 +349,40 @@ async fn requested_mode_is_honoured_where_accepted() {
 }
 
 #[tokio::test]
-async fn per_request_credentials_override_without_shared_state() {
+async fn per_request_credentials_apply_to_their_request_only() {
+    // One service, several requests: an override must not leak into the next request.
+    let rec = Recorder::new();
+    let mut svc = stack(all(), RouteTable::limitless(), &rec);
     let other_identity = IdentityToken::new("someone-else").expect("valid");
-    let mut r = req("GET", "/auth/api-tokens/capabilities");
-    r.extensions_mut().insert(other_identity);
-    let (seen, _) = send(all(), r).await;
-    assert_eq!(seen[0].headers()["identity"], "Bearer someone-else");
-
     let other = HmacCredentials::new("other-token", "c2VjcmV0").expect("valid");
-    let mut r = req("GET", "/orders");
-    r.extensions_mut().insert(other.clone());
-    let (seen, _) = send(Credentials::new(), r).await;
-    let h = seen[0].headers();
+    let mut first = req("GET", "/auth/api-tokens/capabilities");
+    first.extensions_mut().insert(other_identity);
+    let mut third = req("GET", "/orders");
+    third.extensions_mut().insert(other.clone());
+    for r in [
+        first,
+        req("GET", "/auth/api-tokens/capabilities"),
+        third,
+        req("GET", "/orders"),
+    ] {
+        svc.ready().await.expect("ready");
+        svc.call(r).await.expect("sent");
+    }
+    let seen = rec.taken();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0].headers()["identity"], "Bearer someone-else");
+    assert_eq!(
+        seen[1].headers()["identity"],
+        format!("Bearer {IDENTITY}").as_str()
+    );
+    let h = seen[2].headers();
     assert_eq!(h["lmts-api-key"], "other-token");
     let ts = h["lmts-timestamp"].to_str().expect("ascii");
     assert_eq!(
         h["lmts-signature"],
         other.sign(ts, "GET", "/orders", b"").as_str()
     );
-
-    // The same through the combined layer, whose signer holds the stack's own token.
-    let mut r = req("GET", "/orders");
-    r.extensions_mut().insert(other.clone());
-    let (seen, _) = send_combined(all(), RouteTable::limitless(), r).await;
-    assert_eq!(seen[0].headers()["lmts-api-key"], "other-token");
-
-    // The next request, without the override, uses the stack's own credentials.
-    let (seen, _) = send(all(), req("GET", "/orders")).await;
-    assert_eq!(seen[0].headers()["lmts-api-key"], TOKEN_ID);
-    let (seen, _) = send_combined(all(), RouteTable::limitless(), req("GET", "/orders")).await;
-    assert_eq!(seen[0].headers()["lmts-api-key"], TOKEN_ID);
+    assert_eq!(seen[3].headers()["lmts-api-key"], TOKEN_ID);
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use limitless_auth::Credentials;
+use limitless_auth::FixedClock;
 use limitless_auth::client::{Client, ClientBuilder, Error, RequestTimeout, RetryConfig};
-use limitless_auth::clock::FixedClock;
 use limitless_auth::mock::{Fault, MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
 use limitless_auth::{HmacCredentials, Timestamp};
 
@@ -372,10 +372,21 @@ async fn retries_can_be_switched_off() {
     assert_eq!(mock.request_count(), 2);
 }
 
+/// hyper-util's client over plain TCP.
+fn plain_http() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
 /// A transport over the real hyper-util client that records each attempt's body allocation.
 #[derive(Clone)]
 struct Spy {
-    inner: limitless_auth::client::HttpsTransport,
+    inner: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
     calls: Arc<AtomicUsize>,
     bodies: Arc<std::sync::Mutex<Vec<usize>>>,
 }
@@ -408,10 +419,7 @@ impl tower::Service<Request<Full<Bytes>>> for Spy {
 async fn retries_share_the_body_and_connect_errors_retry_even_posts() {
     let mock = MockServer::start().await.expect("mock");
     let spy = Spy {
-        inner: Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .transport()
-            .expect("transport"),
+        inner: plain_http(),
         calls: Arc::default(),
         bodies: Arc::default(),
     };
@@ -444,10 +452,7 @@ async fn retries_share_the_body_and_connect_errors_retry_even_posts() {
         l.local_addr().expect("addr")
     };
     let spy = Spy {
-        inner: Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .transport()
-            .expect("transport"),
+        inner: plain_http(),
         calls: Arc::default(),
         bodies: Arc::default(),
     };

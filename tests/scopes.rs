@@ -5,11 +5,11 @@
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
+use limitless_auth::ScopeRequirement;
 use limitless_auth::client::{Client, Error, RetryConfig};
 use limitless_auth::mock::{
     Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET,
 };
-use limitless_auth::policy::ScopeRequirement;
 use limitless_auth::{
     Accepts, ApiKey, AuthMode, Credentials, HmacCredentials, IdentityToken, PolicyError,
     RouteTable, Scope,
@@ -42,7 +42,7 @@ async fn post(c: &Client, path: &str, body: &'static str) -> Result<StatusCode, 
 fn the_three_gaps_in_the_route_table_are_closed() {
     let t = RouteTable::limitless();
     assert_eq!(
-        t.classify(&Method::POST, "/portfolio/redeem").accepts,
+        t.accepts(&Method::POST, "/portfolio/redeem"),
         Accepts::PRIVY | Accepts::HMAC
     );
     for (method, path) in [
@@ -50,14 +50,10 @@ fn the_three_gaps_in_the_route_table_are_closed() {
         (Method::DELETE, "/auth/api-keys"),
         (Method::DELETE, "/auth/api-keys/lmts_old"),
     ] {
-        assert_eq!(
-            t.classify(&method, path).accepts,
-            Accepts::PRIVY,
-            "{method} {path}"
-        );
+        assert_eq!(t.accepts(&method, path), Accepts::PRIVY, "{method} {path}");
     }
     assert_eq!(
-        t.classify(&Method::GET, "/auth/api-keys").accepts,
+        t.accepts(&Method::GET, "/auth/api-keys"),
         Accepts::DEFAULT,
         "only key management is singled out"
     );

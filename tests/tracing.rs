@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use limitless_auth::Scope;
 use limitless_auth::client::{Client, Error, RetryConfig};
 use limitless_auth::mock::{
     Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET,
 };
-use limitless_auth::types::Scope;
 use limitless_auth::{Credentials, HmacCredentials, IdentityToken};
 use secrecy::ExposeSecret as _;
 use tracing::field::{Field, Visit};

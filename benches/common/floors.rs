@@ -6,7 +6,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac as _};
 use http::{HeaderValue, Request};
 use http_body_util::Full;
-use limitless_auth::clock::SystemClock;
+use limitless_auth::SystemClock;
 use limitless_auth::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
 use limitless_auth::{HmacCredentials, Timestamp};
 use sha2::Sha256;
@@ -23,7 +23,7 @@ pub fn floor_request(
     let ts = Timestamp::now(&SystemClock).expect("in range");
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let mut m = mac.clone();
-    m.update(ts.as_bytes());
+    m.update(ts.as_str().as_bytes());
     m.update(b"\n");
     m.update(req.method().as_str().as_bytes());
     m.update(b"\n");
@@ -38,7 +38,7 @@ pub fn floor_request(
     h.insert(LMTS_API_KEY, token_id.clone());
     h.insert(
         LMTS_TIMESTAMP,
-        HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
+        HeaderValue::from_bytes(ts.as_str().as_bytes()).expect("ascii"),
     );
     h.insert(
         LMTS_SIGNATURE,
@@ -47,42 +47,25 @@ pub fn floor_request(
     drop(std::hint::black_box(req));
 }
 
-/// A decision as small as one can be: what the policy leaves in a request's extensions for the
-/// layers below, at the least.
-#[derive(Clone, Copy)]
-pub struct Decision(pub u64);
-
-/// `floor_request` for a request whose authentication is decided in one service and carried
-/// out in another: the decision inserted into the request's extensions (which allocates their
-/// map, its table and the boxed value) and read there by the two layers below, then
-/// `floor_request`.
-pub fn floor_request_decided(
-    mac: &Hmac<Sha256>,
+/// The client's signed floor: a body-less request signed inline, with no layer; `token_id` is
+/// `creds`' token id as a header value, built once.
+pub fn sign_inline(
+    req: &mut Request<Full<Bytes>>,
+    creds: &HmacCredentials,
     token_id: &HeaderValue,
-    mut req: Request<Full<Bytes>>,
-    body: &[u8],
 ) {
-    req.extensions_mut().insert(Decision(1));
-    for _ in 0..2 {
-        std::hint::black_box(req.extensions().get::<Decision>());
-    }
-    floor_request(mac, token_id, req, body);
-}
-
-/// The client's signed floor: a body-less request signed inline, with no layer.
-pub fn sign_inline(req: &mut Request<Full<Bytes>>, creds: &HmacCredentials) {
     let ts = Timestamp::now(&SystemClock).expect("clock");
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let sig = creds.sign(ts.as_str(), req.method().as_str(), target, b"");
     let h = req.headers_mut();
-    h.insert(LMTS_API_KEY, creds.token_id_header().clone());
+    h.insert(LMTS_API_KEY, token_id.clone());
     h.insert(
         LMTS_TIMESTAMP,
-        HeaderValue::from_bytes(ts.as_bytes()).expect("ascii"),
+        HeaderValue::from_bytes(ts.as_str().as_bytes()).expect("ascii"),
     );
     h.insert(
         LMTS_SIGNATURE,
-        HeaderValue::from_bytes(sig.as_bytes()).expect("ascii"),
+        HeaderValue::from_bytes(sig.as_str().as_bytes()).expect("ascii"),
     );
 }
 

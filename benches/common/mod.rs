@@ -160,3 +160,29 @@ pub fn interleaved_row(what: &str, (median, lo, hi): (f64, f64, f64), target: Op
     };
     println!("{what:<48} {median:>7.3} {lo:>7.3} - {hi:<7.3} {verdict}");
 }
+
+/// The transport of the client's signed floor: hyper-util's pooled client over hyper-rustls
+/// with the ring provider, HTTP/1.1 and HTTP/2, as the client builds its own.
+#[cfg(feature = "client")]
+pub type Transport = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+#[cfg(feature = "client")]
+pub fn transport() -> Transport {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .expect("TLS set-up")
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .build(https)
+}

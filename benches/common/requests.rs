@@ -3,16 +3,16 @@
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
+use tower::BoxError;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 use http_body::Frame;
 use http_body_util::{Full, StreamBody};
 use limitless_auth::{
-    AuthLayer, AuthPolicyLayer, BoxError, Credentials, HmacCredentials, HmacSigningLayer,
-    IdentityLayer, IdentityToken, SignedBody,
+    AuthLayer, Credentials, HmacCredentials, HmacSigningLayer, IdentityToken, SignedBody,
 };
-use tower::{Layer as _, Service, ServiceBuilder, ServiceExt as _};
+use tower::{Layer as _, Service, ServiceExt as _};
 
 use super::{SECRET, TOKEN_ID, now};
 
@@ -44,19 +44,6 @@ where
     B::Error: Into<BoxError>,
 {
     AuthLayer::new(creds()).layer(sink())
-}
-
-/// The three layers stacked by hand over the sink: policy → identity → HMAC signing.
-pub fn three_layers<B>() -> impl Service<Request<B>, Response = (), Error = BoxError> + Clone
-where
-    B: http_body::Body + From<Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    ServiceBuilder::new()
-        .layer(AuthPolicyLayer::new(creds()))
-        .layer(IdentityLayer::for_policy())
-        .layer(HmacSigningLayer::for_policy())
-        .service(sink())
 }
 
 /// The signing layer alone over the sink.

@@ -16,15 +16,13 @@ use clap::{Args, Parser, Subcommand};
 use http::Method;
 use http::uri::PathAndQuery;
 use limitless_auth::client::{self, Client};
-use limitless_auth::clock::SystemClock;
-use limitless_auth::credentials::{
-    ENV_IDENTITY_TOKEN, ENV_TOKEN_ID, ENV_TOKEN_SCOPES, ENV_TOKEN_SECRET,
-};
 use limitless_auth::mock::{
     MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET, USER_IDENTITY,
 };
-use limitless_auth::types::Scope;
-use limitless_auth::{Credentials, HmacCredentials, IdentityToken, Timestamp};
+use limitless_auth::{
+    Credentials, ENV_IDENTITY_TOKEN, ENV_TOKEN_ID, ENV_TOKEN_SCOPES, ENV_TOKEN_SECRET,
+    HmacCredentials, IdentityToken, Scope, SystemClock, Timestamp,
+};
 use secrecy::ExposeSecret as _;
 
 /// Environment variable holding the API base URL.
@@ -561,7 +559,7 @@ async fn connect(target: &Target) -> Result<(Client, Option<MockServer>), Failur
         let deny = deny
             .into_string()
             .map_err(|_| Failure::local(format!("{ENV_DENY_SCOPES} is not valid UTF-8")))?;
-        builder = builder.deny_scopes(limitless_auth::scope::parse_list(&deny));
+        builder = builder.deny_scopes(Scope::parse_list(&deny));
     }
     if let Some(timeout) = target.timeout {
         builder = builder.timeout(Some(timeout));

@@ -6,12 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::BoxError;
-use crate::body::BodyError;
-use crate::credentials::CredentialError;
-use crate::layer::hmac::SigningError;
-use crate::policy::PolicyError;
 use crate::types::DeriveRequestError;
+use crate::{BodyError, BoxError, CredentialError, PolicyError, SigningError};
 
 /// A response body kept for diagnosis; its `Debug` shows only its length, because bodies can
 /// carry secrets (a derive response holds one).
@@ -296,12 +292,18 @@ impl Error {
         }
     }
 
-    /// Maps an error from the service stack to the typed error; `timeout` is the attempt
-    /// timeout that applied.
+    /// Maps an error from the service stack to the typed error: the one place where the
+    /// stack's boxed errors (tower's convention) are taken apart, below the retry layer, so
+    /// that the retry policy matches typed errors. `timeout` is the attempt timeout that
+    /// applied.
     pub(crate) fn from_stack(err: BoxError, timeout: Option<Duration>) -> Self {
         if err.is::<tower::timeout::error::Elapsed>() {
             return Self::Timeout(timeout.unwrap_or(Duration::MAX));
         }
+        let err = match err.downcast::<Self>() {
+            Ok(e) => return *e,
+            Err(e) => e,
+        };
         let err = match err.downcast::<PolicyError>() {
             Ok(e) => return Self::Policy(*e),
             Err(e) => e,
@@ -310,20 +312,31 @@ impl Error {
             Ok(e) => return Self::Body(*e),
             Err(e) => e,
         };
-        let err = match err.downcast::<SigningError>() {
-            Ok(e) => return Self::Signing(*e),
-            Err(e) => e,
-        };
-        let err = match err.downcast::<super::observe::AttemptError>() {
-            Ok(e) => return e.into_error(),
-            Err(e) => e,
-        };
-        match err.downcast::<Self>() {
-            Ok(e) => *e,
-            Err(e) if super::retry::is_connect_error(&*e) => Self::Connect(e),
+        match err.downcast::<SigningError>() {
+            Ok(e) => Self::Signing(*e),
+            Err(e) if is_connect_error(&*e) => Self::Connect(e),
             Err(e) => Self::Transport(e),
         }
     }
+}
+
+/// Whether `err` (or an error it wraps) says that no connection could be made.
+fn is_connect_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// The message of an error body: `message` (a string, or an array joined with "; "), else

@@ -26,24 +26,6 @@ use crate::clock::{Clock, OffsetClock};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestTimeout(pub Duration);
 
-/// What went wrong within one attempt, after the authentication stack.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum AttemptError {
-    #[error("the {status} response body exceeds the {limit}-byte limit")]
-    TooLarge { status: StatusCode, limit: usize },
-    #[error("reading the response body failed: {0}")]
-    BodyRead(BoxError),
-}
-
-impl AttemptError {
-    pub(crate) fn into_error(self) -> Error {
-        match self {
-            Self::TooLarge { status, limit } => Error::ResponseTooLarge { status, limit },
-            Self::BodyRead(e) => Error::Transport(e),
-        }
-    }
-}
-
 /// Learns the server's clock offset from response `Date` headers and shares it with every
 /// clone (and with the signing layer, which signs with the corrected time).
 #[derive(Clone)]
@@ -72,12 +54,12 @@ impl SkewTracker {
     }
 
     /// The offset applied when signing, in milliseconds (server minus local).
-    pub fn offset_millis(&self) -> i64 {
+    pub(crate) fn offset_millis(&self) -> i64 {
         self.clock.offset_millis()
     }
 
     /// Whether the measured offset is beyond the threshold at which a 401 is retried.
-    pub fn exceeds_threshold(&self) -> bool {
+    pub(crate) fn exceeds_threshold(&self) -> bool {
         self.clock.offset_millis().saturating_abs() > self.threshold_ms
     }
 
@@ -173,10 +155,6 @@ impl<S> Observe<S> {
             user_agent,
         }
     }
-
-    pub(crate) fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
 }
 
 impl<S, B> Service<Request<Full<Bytes>>> for Observe<S>
@@ -267,16 +245,17 @@ where
                         return Poll::Ready(Err("future polled after completion".into()));
                     };
                     let limit = *this.limit;
+                    let failed = |e: Error| -> BoxError { Box::new(e) };
                     return Poll::Ready(match read {
                         Ok(bytes) => Ok(Response::from_parts(parts, bytes)),
                         Err(BodyError::TooLarge { .. } | BodyError::TooLargeDeclared { .. }) => {
-                            Err(Box::new(AttemptError::TooLarge {
+                            Err(failed(Error::ResponseTooLarge {
                                 status: parts.status,
                                 limit,
                             }))
                         }
-                        Err(BodyError::Stream(e)) => Err(Box::new(AttemptError::BodyRead(e))),
-                        Err(other) => Err(Box::new(AttemptError::BodyRead(Box::new(other)))),
+                        Err(BodyError::Stream(e)) => Err(failed(Error::Transport(e))),
+                        Err(other) => Err(failed(Error::Transport(Box::new(other)))),
                     });
                 }
             }

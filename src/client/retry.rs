@@ -1,21 +1,7 @@
 //! Retries, as a layer above the signer: every attempt goes down the stack again and is signed
 //! with a fresh timestamp, and the body (`Full<Bytes>`) is shared between attempts, not copied.
 //!
-//! What is retried:
-//!
-//! | outcome | idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) | other methods (POST, PATCH) |
-//! |---|---|---|
-//! | could not connect (nothing sent) | retried with backoff | retried with backoff |
-//! | 429 Too Many Requests | after `Retry-After` / `retryAfterSeconds`, else backoff | the same |
-//! | 502, 503, 504 | retried with backoff | returned: the request may have been processed |
-//! | timeout, connection lost | retried with backoff | returned: the request may have been processed |
-//! | 401 while the measured clock skew exceeds the threshold | re-signed with corrected time and retried once | the same |
-//! | 400, 401, 403, 409, 422, any other status, any local error | returned | returned |
-//!
-//! Backoff is exponential with jitter (each delay drawn from the upper half of
-//! `initial_backoff · 2ⁿ`, capped at `max_backoff`). No attempt starts after `max_elapsed`, and a
-//! server-requested wait longer than `max_retry_after` is returned to the caller as a rate-limit
-//! error instead of slept through.
+//! The table is in the client's module docs.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -25,14 +11,11 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::retry::Policy;
 
-use super::observe::{AttemptError, SkewTracker};
-use crate::BoxError;
-use crate::body::BodyError;
+use super::error::Error;
+use super::observe::SkewTracker;
 use crate::clock::{Clock as _, SystemClock};
-use crate::layer::hmac::SigningError;
-use crate::policy::PolicyError;
 
-/// How the client retries; see the [module docs](self).
+/// How the client retries: see the table in the [client's docs](super#retries).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryConfig {
     /// Attempts in all, the first included (default 3; 1 disables retries).
@@ -113,25 +96,6 @@ fn body_retry_after(body: &[u8]) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)))
 }
 
-/// Whether `err` (or an error it wraps) says that no connection could be made.
-pub(crate) fn is_connect_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
-            && h.is_connect()
-        {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
 /// How an error bears on retrying.
 #[derive(Debug, PartialEq, Eq)]
 enum Failure {
@@ -143,17 +107,11 @@ enum Failure {
     MaybeSent,
 }
 
-fn classify(err: &BoxError) -> Failure {
-    if err.is::<PolicyError>() || err.is::<BodyError>() || err.is::<SigningError>() {
-        return Failure::Final;
-    }
-    if let Some(AttemptError::TooLarge { .. }) = err.downcast_ref::<AttemptError>() {
-        return Failure::Final;
-    }
-    if is_connect_error(&**err) {
-        Failure::NotSent
-    } else {
-        Failure::MaybeSent
+fn classify(err: &Error) -> Failure {
+    match err {
+        Error::Connect(_) => Failure::NotSent,
+        Error::Transport(_) | Error::Timeout(_) => Failure::MaybeSent,
+        _ => Failure::Final,
     }
 }
 
@@ -176,42 +134,11 @@ impl RetryConfig {
     }
 }
 
-/// The client's retry rules as a [`tower::retry::Policy`]: see the [module docs](self).
-///
-/// [`RetryLayer`] is `tower::retry::RetryLayer` with this policy: exactly what the client stacks
-/// above its per-attempt timeout. Its inner service answers with buffered bodies
-/// (`Response<Bytes>`), which the policy reads for `retryAfterSeconds`.
-///
-/// ```
-/// use bytes::Bytes;
-/// use http::{Request, Response, StatusCode};
-/// use http_body_util::Full;
-/// use limitless_auth::client::{RetryConfig, RetryLayer, RetryPolicy};
-/// use std::sync::atomic::{AtomicU32, Ordering};
-/// use std::sync::Arc;
-/// use tower::{ServiceBuilder, ServiceExt};
-///
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let calls = Arc::new(AtomicU32::new(0));
-/// let seen = calls.clone();
-/// let svc = ServiceBuilder::new()
-///     .layer(RetryLayer::new(RetryPolicy::new(RetryConfig::default())))
-///     .service_fn(move |_req: Request<Full<Bytes>>| {
-///         // 503 twice, then 200.
-///         let n = seen.fetch_add(1, Ordering::SeqCst);
-///         let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-///         let mut resp = Response::new(Bytes::new());
-///         *resp.status_mut() = status;
-///         async move { Ok::<_, limitless_auth::BoxError>(resp) }
-///     });
-/// let resp = svc.oneshot(Request::get("/markets").body(Full::new(Bytes::new()))?).await?;
-/// assert_eq!(resp.status(), StatusCode::OK);
-/// assert_eq!(calls.load(Ordering::SeqCst), 3);
-/// # Ok::<(), limitless_auth::BoxError>(())
-/// # }).unwrap();
-/// ```
+/// The client's retry rules as a [`tower::retry::Policy`] over the client's typed errors: see
+/// the [module docs](self). Its inner service answers with buffered bodies (`Response<Bytes>`),
+/// which the policy reads for `retryAfterSeconds`.
 #[derive(Clone, Debug)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     config: Arc<RetryConfig>,
     skew: Option<Arc<SkewTracker>>,
     /// Retries counted against `max_attempts` so far (per request: tower clones the policy
@@ -224,33 +151,18 @@ pub struct RetryPolicy {
     started: Option<tokio::time::Instant>,
 }
 
-/// `tower::retry::RetryLayer` with the client's [`RetryPolicy`].
-pub type RetryLayer = tower::retry::RetryLayer<RetryPolicy>;
-
-/// The service made by [`RetryLayer`].
-pub type Retry<S> = tower::retry::Retry<RetryPolicy, S>;
-
 impl RetryPolicy {
-    /// Retries per `config`. The skewed-401 retry needs the client's clock-skew tracking and is
-    /// the client's alone: this policy on its own never applies it.
-    pub fn new(config: RetryConfig) -> Self {
+    /// Retries per `config`; with the client's clock-skew tracking, also re-signs a 401 once
+    /// while the measured skew is too large.
+    pub(crate) fn new(config: RetryConfig, skew: Option<Arc<SkewTracker>>) -> Self {
+        let skew_retry_left = config.retry_skewed_unauthorized && skew.is_some();
         Self {
             config: Arc::new(config),
-            skew: None,
+            skew,
             retries: 0,
             attempts: 0,
-            skew_retry_left: false,
-            started: None,
-        }
-    }
-
-    /// The client's policy: also re-signs a 401 once while the measured skew is too large.
-    pub(crate) fn with_skew(config: RetryConfig, skew: Arc<SkewTracker>) -> Self {
-        let skew_retry_left = config.retry_skewed_unauthorized;
-        Self {
-            skew: Some(skew),
             skew_retry_left,
-            ..Self::new(config)
+            started: None,
         }
     }
 
@@ -258,7 +170,7 @@ impl RetryPolicy {
     fn next_wait(
         &mut self,
         req: &Request<Full<Bytes>>,
-        result: &Result<Response<Bytes>, BoxError>,
+        result: &Result<Response<Bytes>, Error>,
     ) -> Option<Duration> {
         self.attempts += 1;
         let config = &*self.config;
@@ -340,13 +252,13 @@ impl RetryPolicy {
     }
 }
 
-impl Policy<Request<Full<Bytes>>, Response<Bytes>, BoxError> for RetryPolicy {
+impl Policy<Request<Full<Bytes>>, Response<Bytes>, Error> for RetryPolicy {
     type Future = tokio::time::Sleep;
 
     fn retry(
         &mut self,
         req: &mut Request<Full<Bytes>>,
-        result: &mut Result<Response<Bytes>, BoxError>,
+        result: &mut Result<Response<Bytes>, Error>,
     ) -> Option<Self::Future> {
         self.next_wait(req, result).map(tokio::time::sleep)
     }
@@ -478,12 +390,27 @@ mod tests {
         use tower_layer::Layer as _;
         use tower_test::mock;
 
+        use crate::BoxError;
+        use crate::body::BodyError;
+
         type Mock = mock::Mock<Request<Full<Bytes>>, Response<Bytes>>;
         type Handle = mock::Handle<Request<Full<Bytes>>, Response<Bytes>>;
+        type Typed = tower::util::MapErr<Mock, fn(BoxError) -> Error>;
+        type Stack = tower::retry::Retry<RetryPolicy, Typed>;
 
-        fn pair(config: RetryConfig) -> (Retry<Mock>, Handle) {
+        fn typed(e: BoxError) -> Error {
+            Error::from_stack(e, None)
+        }
+
+        /// The retry layer over the mock, as the client stacks it: over the typed errors.
+        fn stack(policy: RetryPolicy) -> (Stack, Handle) {
             let (svc, handle) = mock::pair();
-            (RetryLayer::new(RetryPolicy::new(config)).layer(svc), handle)
+            let svc: Typed = svc.map_err(typed as fn(BoxError) -> Error);
+            (tower::retry::RetryLayer::new(policy).layer(svc), handle)
+        }
+
+        fn pair(config: RetryConfig) -> (Stack, Handle) {
+            stack(RetryPolicy::new(config, None))
         }
 
         fn req(method: Method) -> Request<Full<Bytes>> {
@@ -514,7 +441,7 @@ mod tests {
             config: RetryConfig,
             method: Method,
             answers: Vec<Result<Response<Bytes>, BoxError>>,
-        ) -> (Result<Response<Bytes>, BoxError>, usize, Duration) {
+        ) -> (Result<Response<Bytes>, Error>, usize, Duration) {
             let (svc, mut handle) = pair(config);
             let started = tokio::time::Instant::now();
             let call = tokio::spawn(svc.oneshot(req(method)));
@@ -674,7 +601,7 @@ mod tests {
                 max_backoff: Duration::MAX,
                 ..RetryConfig::default()
             };
-            let mut policy = RetryPolicy::new(config);
+            let mut policy = RetryPolicy::new(config, None);
             let mut first = req(Method::GET);
             // The first copy records when the request started.
             first = policy.clone_request(&first).expect("a copy to retry with");
@@ -747,9 +674,7 @@ mod tests {
             );
             skew.observe(StatusCode::OK, &date, 0, 0);
             assert!(skew.exceeds_threshold());
-            let (svc, mut handle) = mock::pair();
-            let svc =
-                RetryLayer::new(RetryPolicy::with_skew(RetryConfig::default(), skew)).layer(svc);
+            let (svc, mut handle) = stack(RetryPolicy::new(RetryConfig::default(), Some(skew)));
             let call = tokio::spawn(svc.oneshot(req(Method::POST)));
             let mut attempts = 0;
             for answer in answers() {
@@ -767,15 +692,33 @@ mod tests {
     }
 
     #[test]
-    fn classification() {
-        let local: BoxError = Box::new(BodyError::TooLarge { limit: 1 });
+    fn classification_of_the_typed_errors() {
+        use crate::BoxError;
+        let local = Error::Body(crate::BodyError::TooLarge { limit: 1 });
         assert_eq!(classify(&local), Failure::Final);
-        let refused: BoxError =
-            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let typed = |e: BoxError| Error::from_stack(e, None);
+        let refused = typed(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(matches!(refused, Error::Connect(_)));
         assert_eq!(classify(&refused), Failure::NotSent);
-        let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let reset = typed(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(matches!(reset, Error::Transport(_)));
         assert_eq!(classify(&reset), Failure::MaybeSent);
-        let timeout: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        let timeout = Error::from_stack(
+            Box::new(tower::timeout::error::Elapsed::new()),
+            Some(Duration::from_secs(3)),
+        );
+        assert!(matches!(timeout, Error::Timeout(d) if d == Duration::from_secs(3)));
         assert_eq!(classify(&timeout), Failure::MaybeSent);
+        let policy = typed(Box::new(crate::PolicyError::missing(
+            &Method::GET,
+            "/x",
+            crate::Accepts::PRIVY,
+        )));
+        assert!(matches!(policy, Error::Policy(_)));
+        assert_eq!(classify(&policy), Failure::Final);
     }
 }

@@ -26,13 +26,13 @@ use crate::BoxError;
 
 /// The connector of [`HttpsTransport`]: TCP, then TLS for `https` (rustls with the ring
 /// provider), the whole of it bounded by the connect timeout.
-pub type Connector =
+pub(crate) type Connector =
     BoxCloneSyncService<Uri, MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>, BoxError>;
 
 /// The client's default transport: hyper-util's pooled client (HTTP/2 when the server offers
-/// it by ALPN, HTTP/1.1 otherwise; idle connections reaped in the background). Built by
-/// [`ClientBuilder::transport`](super::ClientBuilder::transport) from the builder's settings.
-pub type HttpsTransport = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+/// it by ALPN, HTTP/1.1 otherwise; idle connections reaped in the background), built from the
+/// builder's settings.
+pub(crate) type HttpsTransport = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
 /// Any transport, shared: what the authentication stack sits on. Cloning it (the retry layer
 /// does, for each request) costs one reference count, whatever the transport.

@@ -1,4 +1,4 @@
-//! [`AuthLayer`]: the route policy, the identity token and HMAC signing in one service.
+//! [`AuthLayer`]: the route policy as one tower layer.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,25 +9,34 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::hmac::{Signer, SigningFuture, sign_then_call};
-use super::privy::identity_value;
-#[cfg(doc)]
-use super::{hmac::HmacSigningLayer, privy::IdentityLayer};
+use super::future::{AuthFuture, sign_then_call};
+use super::{Config, authorize, refused};
 use crate::BoxError;
 use crate::body::DEFAULT_BODY_LIMIT;
 use crate::clock::{Clock, SystemClock};
-use crate::credentials::CachedCredentials;
-#[cfg(doc)]
-use crate::credentials::Credentials;
-use crate::headers::IDENTITY;
-use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, Selected, SelectedAuth, refused};
+use crate::credentials::SharedCredentials;
+use crate::policy::RouteTable;
 
-/// Policy → identity → HMAC signing in one layer, sharing one set of credentials.
+/// The route policy as a tower layer: each request gets exactly the authentication its route
+/// accepts, with the credentials at hand, or is refused before the inner service is called.
 ///
-/// It behaves exactly as stacking [`AuthPolicyLayer`], [`IdentityLayer::for_policy`] and
-/// [`HmacSigningLayer::for_policy`] by hand: the same decision, made by the same code, carried
-/// out in the same service that makes it, so the decision needs no per-request extension and
-/// the request is moved once.
+/// For every request, in its `call`, the service:
+/// 1. removes every authentication header the caller set (`lmts-*`, `identity`, `x-api-key`);
+/// 2. [`decide`](crate::decide)s with the route table, the request's method, path and
+///    extensions, and the credentials current at that moment;
+/// 3. carries the decision out: the route's stripped headers removed, then the identity token,
+///    the API key, or the HMAC signature over the exact body bytes with a fresh timestamp.
+///
+/// A refusal ([`PolicyError`](crate::PolicyError), [`BodyError`](crate::BodyError),
+/// [`SigningError`](crate::SigningError)) comes back as the service's error, and the inner
+/// service's `call` never sees the request. Since the decision is made and carried out in one
+/// step, any stack is safe: `AuthLayer` over `AuthLayer` puts the same authentication on the
+/// wire as one.
+///
+/// Request bodies must implement `From<Bytes>` (to carry the signed bytes on) and `Unpin` (to
+/// be read in place): `Full<Bytes>` does, and is signed without a copy; wrap any other body in
+/// [`SignedBody`](crate::SignedBody). A request that is not signed passes with its body
+/// untouched: not read, not limited, not rebuilt.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -43,6 +52,7 @@ use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, Selected, Selecte
 /// let svc = ServiceBuilder::new()
 ///     .layer(AuthLayer::new(creds))
 ///     .service_fn(|req: Request<Full<Bytes>>| async move {
+///         // A Privy-only route gets the identity token and nothing else; others are signed.
 ///         let privy = req.uri().path() == "/auth/api-tokens/capabilities";
 ///         assert_eq!(req.headers().contains_key("identity"), privy);
 ///         assert_eq!(req.headers().contains_key("lmts-signature"), !privy);
@@ -56,49 +66,59 @@ use crate::policy::{AuthPolicyLayer, PolicyConfig, RouteTable, Selected, Selecte
 /// ```
 #[derive(Clone, Debug)]
 pub struct AuthLayer<C = SystemClock> {
-    policy: Arc<PolicyConfig>,
-    clock: C,
-    body_limit: usize,
+    config: Config<C>,
 }
 
 impl AuthLayer<SystemClock> {
-    /// The three layers over the default Limitless [`RouteTable`], with fixed [`Credentials`]
-    /// or a [`SharedCredentials`](crate::SharedCredentials) handle that can be swapped.
-    pub fn new(credentials: impl Into<crate::SharedCredentials>) -> Self {
+    /// The policy over the default Limitless [`RouteTable`], with fixed [`Credentials`] or a
+    /// [`SharedCredentials`] handle that can be swapped at run time.
+    ///
+    /// [`Credentials`]: crate::Credentials
+    pub fn new(credentials: impl Into<SharedCredentials>) -> Self {
         Self::with_table(credentials, RouteTable::limitless())
     }
 
-    /// The three layers over a custom route table.
-    pub fn with_table(credentials: impl Into<crate::SharedCredentials>, table: RouteTable) -> Self {
+    /// The policy over a custom route table.
+    pub fn with_table(credentials: impl Into<SharedCredentials>, table: RouteTable) -> Self {
         Self {
-            policy: AuthPolicyLayer::with_table(credentials, table)
-                .config()
-                .clone(),
-            clock: SystemClock,
-            body_limit: DEFAULT_BODY_LIMIT,
+            config: Config {
+                table: Arc::new(table),
+                credentials: credentials.into(),
+                clock: SystemClock,
+                body_limit: DEFAULT_BODY_LIMIT,
+            },
         }
     }
 }
 
 impl<C> AuthLayer<C> {
-    /// The policy's configuration (route table and credentials), shared with the client.
+    /// The route table, shared with the client's own steps.
     #[cfg(feature = "client")]
-    pub(crate) fn config(&self) -> &Arc<PolicyConfig> {
-        &self.policy
+    pub(crate) fn table(&self) -> &Arc<RouteTable> {
+        &self.config.table
     }
 
     /// Signs with timestamps from `clock`, and judges identity-token expiry by it.
     pub fn with_clock<D: Clock + Clone>(self, clock: D) -> AuthLayer<D> {
+        let Config {
+            table,
+            credentials,
+            body_limit,
+            ..
+        } = self.config;
         AuthLayer {
-            policy: self.policy,
-            clock,
-            body_limit: self.body_limit,
+            config: Config {
+                table,
+                credentials,
+                clock,
+                body_limit,
+            },
         }
     }
 
     /// Sets the largest request body read and signed (default 1 MiB).
     pub fn body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.config.body_limit = limit;
         self
     }
 }
@@ -109,46 +129,17 @@ impl<S, C: Clone> Layer<S> for AuthLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         Auth {
             inner,
-            policy: self.policy.clone(),
-            credentials: Reading::Shared(self.policy.cached_credentials()),
-            clock: self.clock.clone(),
-            body_limit: self.body_limit,
+            config: Arc::new(self.config.clone()),
         }
     }
 }
 
-/// The service made by [`AuthLayer`].
+/// The service made by [`AuthLayer`], [`HmacSigningLayer`](crate::HmacSigningLayer) and
+/// [`IdentityLayer`](crate::IdentityLayer).
 #[derive(Clone, Debug)]
 pub struct Auth<S, C = SystemClock> {
     inner: S,
-    policy: Arc<PolicyConfig>,
-    credentials: Reading,
-    clock: C,
-    body_limit: usize,
-}
-
-/// Which credentials an [`Auth`] service decides with.
-#[derive(Clone, Debug)]
-enum Reading {
-    /// The stack's current ones, through this service's own reader.
-    Shared(CachedCredentials),
-    /// Fixed for this service instance: the client pins a request's credentials so that all
-    /// its attempts use them.
-    #[cfg(feature = "client")]
-    Pinned(Arc<crate::Credentials>),
-}
-
-impl<S, C> Auth<S, C> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Decides with `credentials` rather than the stack's current ones.
-    #[cfg(feature = "client")]
-    pub(crate) fn pin(&mut self, credentials: Arc<crate::Credentials>) {
-        self.credentials = Reading::Pinned(credentials);
-    }
+    config: Arc<Config<C>>,
 }
 
 impl<S, B, C> Service<Request<B>> for Auth<S, C>
@@ -157,50 +148,21 @@ where
     S::Error: Into<BoxError>,
     B: Body + From<Bytes> + Unpin,
     B::Error: Into<BoxError>,
-    C: Clock + Clone,
+    C: Clock,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = SigningFuture<S, B, C>;
+    type Future = AuthFuture<S, B, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // The same decision the policy layer makes, carried out here rather than passed down
-        // (a decision from a policy above is carried out as it is).
-        let selected = match req.extensions().get::<SelectedAuth>() {
-            // This layer carries out every mode.
-            Some(decision) => match decision.take_up(&req, |_| true) {
-                Ok(selected) => selected.cloned().unwrap_or(Selected::None),
-                Err(e) => return SigningFuture::failed(refused(e)),
-            },
-            None => match self.policy.decide(
-                &mut req,
-                match &mut self.credentials {
-                    Reading::Shared(cached) => cached.current(),
-                    #[cfg(feature = "client")]
-                    Reading::Pinned(pinned) => pinned,
-                },
-            ) {
-                Ok(selected) => selected,
-                Err(e) => return SigningFuture::failed(refused(e)),
-            },
-        };
-        match selected {
-            Selected::Hmac(creds, body_rule) => {
-                let signer = Signer { creds, body_rule };
-                sign_then_call(&mut self.inner, req, signer, &self.clock, self.body_limit)
-            }
-            Selected::Privy(token) => match identity_value(&req, &token, &self.clock) {
-                Ok(value) => {
-                    req.headers_mut().insert(IDENTITY, value);
-                    SigningFuture::calling(self.inner.call(req))
-                }
-                Err(e) => SigningFuture::failed(refused(e)),
-            },
-            Selected::ApiKey | Selected::None => SigningFuture::calling(self.inner.call(req)),
+        match authorize(&mut req, &self.config) {
+            Ok(None) => AuthFuture::calling(self.inner.call(req)),
+            Ok(Some(signer)) => sign_then_call(&mut self.inner, req, signer, &self.config),
+            Err(e) => AuthFuture::failed(refused(e)),
         }
     }
 }

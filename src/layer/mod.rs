@@ -1,156 +1,68 @@
-//! The tower layers: [`hmac`] signs, [`privy`] adds the identity token, and [`auth`] does both
-//! with the route policy ([`AuthPolicyLayer`](crate::AuthPolicyLayer)) in one service, which
-//! decides per route which of them acts.
+//! The tower front door: [`AuthLayer`] (the route policy over every credential at hand) and the
+//! single-mode [`HmacSigningLayer`] and [`IdentityLayer`]. All three make the same service,
+//! [`Auth`], which in one `call` strips the caller's authentication headers, [`decide`]s, and
+//! carries the decision out; a request it refuses never reaches the inner service.
+//!
+//! [`decide`]: crate::decide
 
-pub mod auth;
-pub mod hmac;
-pub mod privy;
+mod auth;
+mod future;
+mod hmac;
+mod identity;
 
 pub use auth::{Auth, AuthLayer};
+pub use future::AuthFuture;
+pub use hmac::HmacSigningLayer;
+pub use identity::IdentityLayer;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, Request};
-use pin_project_lite::pin_project;
+use http::Request;
 
 use crate::BoxError;
-use crate::body::get_unhashed;
-use crate::credentials::{CachedCredentials, Credentials};
-use crate::policy::{Accepts, AuthMode, PolicyError, Selected, SelectedAuth};
+use crate::apply::{self, Signer};
+use crate::credentials::SharedCredentials;
+use crate::policy::{PolicyError, RouteTable, decide};
 
-/// Where a layer used on its own (without a policy above) takes its credential from.
+/// What a service of the tower front door decides and signs with.
 #[derive(Clone, Debug)]
-pub(crate) enum Own<T> {
-    /// None: the layer only carries out a policy's decisions.
-    None,
-    /// A fixed credential.
-    Fixed(T),
-    /// The current credential of a handle that can be swapped, read through this service's
-    /// own reader.
-    Shared(CachedCredentials),
+pub(crate) struct Config<C> {
+    pub(crate) table: Arc<RouteTable>,
+    pub(crate) credentials: SharedCredentials,
+    pub(crate) clock: C,
+    pub(crate) body_limit: usize,
 }
 
-impl<T: Clone> Own<T> {
-    /// The credential now: the fixed one, or `pick` of the shared credentials.
-    pub(crate) fn get(
-        &mut self,
-        pick: impl FnOnce(&crate::Credentials) -> Option<&T>,
-    ) -> Option<T> {
-        match self {
-            Self::Fixed(t) => Some(t.clone()),
-            Self::Shared(shared) => pick(shared.current()).cloned(),
-            Self::None => None,
-        }
+/// The first four steps for a tower request: its authentication headers stripped, the
+/// decision made with the credentials current now and carried out but for the signature.
+/// Returns the signer when the request is to be signed.
+fn authorize<B, C: crate::Clock>(
+    req: &mut Request<B>,
+    config: &Config<C>,
+) -> Result<Option<Signer>, PolicyError> {
+    apply::strip_auth_headers(req.headers_mut());
+    let credentials = config.credentials.current();
+    let path = req.uri().path();
+    let decision = decide(
+        &config.table,
+        req.method(),
+        path,
+        req.extensions(),
+        &credentials,
+    )?;
+    apply::check_expiry(&decision, req.method(), path, &config.clock)?;
+    // Recorded into the client's request span (an INFO span: with INFO off, there is none).
+    #[cfg(feature = "tracing")]
+    if tracing::level_enabled!(tracing::Level::INFO) {
+        let mode = decision.credential.mode();
+        tracing::Span::current().record("mode", tracing::field::display(mode));
     }
+    Ok(apply::apply(decision, req.headers_mut()))
 }
 
-/// What a layer that carries out one mode does with a request.
-pub(crate) enum Plan<'r, T> {
-    /// Pass it on untouched: it is another mode's.
-    Pass,
-    /// Carry out the decision of the policy above (claimed): always this layer's mode.
-    Decided(&'r Selected),
-    /// On its own: authenticate it with this credential.
-    Own(T),
-}
-
-/// The one rule of the [`hmac`] and [`privy`] layers, for a layer carrying out `mode`:
-/// - below a policy: its decision, for the request it was made for, and nothing else;
-/// - on its own: every request, with a credential of `T` from the request's extensions or the
-///   layer's own, unless a layer above authenticated it otherwise (it carries one of `others`),
-///   and refused when it asks for another mode or no credential is at hand.
-#[inline]
-pub(crate) fn plan<'r, B, T>(
-    req: &'r Request<B>,
-    mode: AuthMode,
-    others: [&HeaderName; 2],
-    own: &mut Own<T>,
-    pick: impl FnOnce(&Credentials) -> Option<&T>,
-) -> Result<Plan<'r, T>, PolicyError>
-where
-    T: Clone + Send + Sync + 'static,
-{
-    let ext = req.extensions();
-    if let Some(decision) = ext.get::<SelectedAuth>() {
-        return Ok(match decision.take_up(req, |m| m == mode)? {
-            Some(selected) => Plan::Decided(selected),
-            None => Plan::Pass,
-        });
-    }
-    if has_header(req.headers(), others) {
-        return Ok(Plan::Pass);
-    }
-    if let Some(&asked) = ext.get::<AuthMode>()
-        && asked != mode
-    {
-        return Err(PolicyError::not_this_layer(
-            req.method(),
-            req.uri(),
-            asked,
-            mode,
-        ));
-    }
-    ext.get::<T>()
-        .cloned()
-        .or_else(|| own.get(pick))
-        .map(Plan::Own)
-        .ok_or_else(|| PolicyError::missing(req.method(), req.uri(), Accepts::only(mode)))
-}
-
-/// Whether `headers` carry one of `names` (the credential of another mode, set by a layer
-/// above).
-#[inline]
-fn has_header(headers: &HeaderMap, names: [&HeaderName; 2]) -> bool {
-    !headers.is_empty() && names.iter().any(|n| get_unhashed(headers, n).is_some())
-}
-
-pin_project! {
-    /// The future of the synchronous layers ([`AuthPolicy`](crate::AuthPolicy),
-    /// [`Identity`](privy::Identity)): the inner service's future, or an error decided before
-    /// the inner service was called.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] fut: F },
-        Failed { err: Option<BoxError> },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(fut: F) -> Self {
-        Self {
-            kind: Kind::Inner { fut },
-        }
-    }
-
-    pub(crate) fn error(err: BoxError) -> Self {
-        Self {
-            kind: Kind::Failed { err: Some(err) },
-        }
-    }
-}
-
-impl<F, T, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { fut } => fut.poll(cx).map_err(Into::into),
-            KindProj::Failed { err } => Poll::Ready(Err(err
-                .take()
-                .unwrap_or_else(|| "future polled after completion".into()))),
-        }
-    }
+/// Logs a refusal (with the `tracing` feature) and makes it the layer's error.
+pub(crate) fn refused(e: PolicyError) -> BoxError {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(error = %e, "refused by the route policy");
+    e.into()
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) struct TokenRecord {
-    pub(super) creds: HmacCredentials,
+    pub(super) key: Key,
     pub(super) profile: i64,
     pub(super) label: Option<String>,
     pub(super) scopes: Vec<Scope>,
@@ -250,33 +250,30 @@ impl State {
             rec.signature_valid = Some(false);
             return unauthorized("Incomplete HMAC authentication headers");
         };
-        let (creds, profile, scopes) = {
+        let (key, profile, scopes) = {
             let tokens = lock(&self.tokens);
             match tokens.get(id) {
-                Some(t) if !t.revoked => (t.creds.clone(), t.profile, t.scopes.clone()),
+                Some(t) if !t.revoked => (t.key.clone(), t.profile, t.scopes.clone()),
                 _ => {
                     rec.signature_valid = Some(false);
                     return unauthorized("Invalid or revoked API token");
                 }
             }
         };
-        let signed = SignedRequest {
+        let received = Received {
             method: rec.method.as_str(),
             target: &rec.target,
             body: &rec.body,
             timestamp: ts,
             signature: sig,
         };
-        match verify::verify(&creds, &signed, self.clock.now_millis(), self.window_ms) {
-            Ok(()) => {}
-            Err(e) => {
-                rec.signature_valid = Some(false);
-                return unauthorized(match e {
-                    VerifyError::MalformedTimestamp => "Invalid timestamp",
-                    VerifyError::OutsideWindow { .. } => "Request timestamp expired",
-                    _ => "Invalid signature",
-                });
-            }
+        if let Err(e) = verify(&key, &received, self.clock.now_millis(), self.window_ms) {
+            rec.signature_valid = Some(false);
+            return unauthorized(match e {
+                Refusal::MalformedTimestamp => "Invalid timestamp",
+                Refusal::OutsideWindow => "Request timestamp expired",
+                Refusal::BadSignature => "Invalid signature",
+            });
         }
         rec.signature_valid = Some(true);
         rec.mode = Some(AuthMode::Hmac);
@@ -396,14 +393,14 @@ impl State {
         }
         let token_id = STANDARD.encode(random_bytes::<12>());
         let secret = STANDARD.encode(random_bytes::<32>());
-        let Ok(creds) = HmacCredentials::new(&token_id, &secret) else {
+        let Some(key) = Key::from_base64(&secret) else {
             return message(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed");
         };
         let created_at = self.now_text();
         lock(&self.tokens).insert(
             token_id.clone(),
             TokenRecord {
-                creds,
+                key,
                 profile: who.profile,
                 label,
                 scopes: scopes.clone(),

@@ -42,7 +42,7 @@
 mod api;
 mod faults;
 mod record;
-pub mod verify;
+mod verify;
 
 use api::TokenRecord;
 pub use faults::Fault;
@@ -68,11 +68,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
-use crate::credentials::HmacCredentials;
 use crate::policy::AuthMode;
 use crate::sign::Timestamp;
 use crate::types::Scope;
-use verify::{SignedRequest, VerifyError, WINDOW_MS};
+use verify::{Key, Received, Refusal, WINDOW_MS, verify};
 
 /// Identity token of an approved partner: profile 42 with all four scopes.
 pub const PARTNER_IDENTITY: &str = "mock-partner-identity";
@@ -192,7 +191,7 @@ impl MockServer {
     }
 
     /// Starts a server with `config`.
-    pub async fn start_with(config: MockConfig) -> std::io::Result<Self> {
+    async fn start_with(config: MockConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
@@ -208,13 +207,13 @@ impl MockServer {
             faults: Mutex::new(Faults::default()),
             orders: AtomicU64::new(0),
         });
-        let seeded = HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET)
-            .map_err(std::io::Error::other)?;
+        let seeded = Key::from_base64(PARTNER_TOKEN_SECRET)
+            .ok_or_else(|| std::io::Error::other("the seeded secret is base64"))?;
         let created_at = state.now_text();
         lock(&state.tokens).insert(
             PARTNER_TOKEN_ID.to_owned(),
             TokenRecord {
-                creds: seeded,
+                key: seeded,
                 profile: PARTNER_PROFILE,
                 label: Some("seeded".to_owned()),
                 scopes: vec![

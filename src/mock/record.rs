@@ -62,7 +62,7 @@ impl RecordedRequest {
     }
 
     /// Whether any HMAC or API-key header was received.
-    pub fn has_hmac_or_api_key_header(&self) -> bool {
+    pub(crate) fn has_hmac_or_api_key_header(&self) -> bool {
         self.headers
             .keys()
             .any(|k| k.as_str().starts_with("lmts-") || k == "x-api-key")

@@ -151,3 +151,30 @@ pub fn empty() -> Full<Bytes> {
 }
 #[cfg(all(feature = "client", feature = "mock"))]
 pub mod raw;
+
+/// Whether `signature` is the `lmts-signature` of a request, computed here from the
+/// protocol's definition with `hmac`, `sha2` and `base64` directly: no code of the crate's
+/// signer is involved, so a signer that built the wrong message fails this check.
+pub fn signature_matches(
+    secret_b64: &str,
+    timestamp: &str,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    signature: &str,
+) -> bool {
+    use base64::Engine as _;
+    use hmac::{KeyInit as _, Mac as _};
+    let engine = base64::engine::general_purpose::STANDARD;
+    let Ok(key) = engine.decode(secret_b64) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key) else {
+        return false;
+    };
+    let mut message =
+        format!("{timestamp}\n{}\n{target}\n", method.to_ascii_uppercase()).into_bytes();
+    message.extend_from_slice(body);
+    mac.update(&message);
+    engine.encode(mac.finalize().into_bytes()) == signature
+}

@@ -1,0 +1,379 @@
+//! Route patterns and the route table: which modes a route accepts, which scopes it needs of an
+//! HMAC token, and which headers it must not receive.
+
+use http::{HeaderName, Method};
+
+use super::Accepts;
+use super::error::RouteError;
+use crate::scope::Scope;
+
+/// One segment of a pattern.
+#[derive(Clone, Debug)]
+enum Segment {
+    /// Matched ASCII case-insensitively, as Express routes match by default.
+    Literal(Box<str>),
+    /// `{name}`: exactly one non-empty segment.
+    Param,
+}
+
+/// A path pattern: `/literal/{param}/…`, optionally ending in `/**` (this path and everything
+/// below it).
+#[derive(Clone, Debug)]
+struct Pattern {
+    segments: Box<[Segment]>,
+    rest: bool,
+}
+
+impl Pattern {
+    fn parse(pattern: &str) -> Result<Self, RouteError> {
+        let err = |reason| RouteError {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        let body = pattern
+            .strip_prefix('/')
+            .ok_or_else(|| err("must start with '/'"))?;
+        let (body, rest) = match body.strip_suffix("**") {
+            Some(b) if b.is_empty() => (b, true),
+            Some(b) => match b.strip_suffix('/') {
+                Some(b) => (b, true),
+                None => return Err(err("'**' must be a whole final segment")),
+            },
+            None => (body, false),
+        };
+        let mut segments = Vec::new();
+        if !body.is_empty() {
+            for seg in body.split('/') {
+                if seg.is_empty() {
+                    return Err(err("empty segment"));
+                }
+                if seg.len() > 2 && seg.starts_with('{') && seg.ends_with('}') {
+                    segments.push(Segment::Param);
+                } else if seg.contains(['{', '}', '*', '?', '#']) {
+                    return Err(err("segments are literals, '{name}' or a final '**'"));
+                } else {
+                    segments.push(Segment::Literal(seg.into()));
+                }
+            }
+        }
+        Ok(Self {
+            segments: segments.into(),
+            rest,
+        })
+    }
+
+    /// Matches a request path (no query). One trailing slash is ignored and literals compare
+    /// ASCII case-insensitively: the server's router treats those as the same route.
+    fn matches(&self, path: &str) -> bool {
+        let Some(p) = path.strip_prefix('/') else {
+            return false;
+        };
+        let p = p.strip_suffix('/').unwrap_or(p);
+        let mut parts = (!p.is_empty()).then(|| p.split('/')).into_iter().flatten();
+        for seg in &self.segments {
+            let Some(part) = parts.next() else {
+                return false;
+            };
+            let fits = match seg {
+                Segment::Literal(lit) => part.eq_ignore_ascii_case(lit),
+                Segment::Param => !part.is_empty(),
+            };
+            if !fits {
+                return false;
+            }
+        }
+        self.rest || parts.next().is_none()
+    }
+}
+
+/// A method, in upper case, or any method.
+#[derive(Clone, Debug)]
+struct MethodRule(Option<Method>);
+
+impl MethodRule {
+    fn new(method: Option<Method>) -> Self {
+        Self(method.map(upper))
+    }
+
+    fn matches(&self, method: &Method) -> bool {
+        self.0.as_ref().is_none_or(|m| m == method)
+    }
+}
+
+/// `method` in upper case: `get` is `GET`, as the signer upper-cases it and the server routes it.
+pub(crate) fn upper(method: Method) -> Method {
+    if !method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return method;
+    }
+    // An upper-cased method token is still a method token.
+    Method::from_bytes(method.as_str().to_ascii_uppercase().as_bytes()).unwrap_or(method)
+}
+
+/// One entry of a table: a method and a pattern, and what they are given.
+#[derive(Clone, Debug)]
+struct Rule<T> {
+    method: MethodRule,
+    pattern: Pattern,
+    value: T,
+}
+
+/// The value of the most recent rule that matches, if any.
+fn latest<'t, T>(rules: &'t [Rule<T>], method: &Method, path: &str) -> Option<&'t T> {
+    rules
+        .iter()
+        .rev()
+        .find(|r| r.method.matches(method) && r.pattern.matches(path))
+        .map(|r| &r.value)
+}
+
+/// The token scopes a route requires of an HMAC token: all of a list, plus one more when a
+/// JSON body field is `true` (creating a partner account with a server wallet needs
+/// `delegated_signing` on top of `account_creation`).
+///
+/// ```
+/// use http::Method;
+/// use limitless_auth::{RouteTable, Scope, ScopeRequirement};
+///
+/// let create = ScopeRequirement::all([Scope::AccountCreation])
+///     .when_body_flag("createServerWallet", Scope::DelegatedSigning);
+/// let table = RouteTable::limitless()
+///     .with_scopes(Some(Method::POST), "/profiles/partner-accounts", create)?;
+/// # Ok::<(), limitless_auth::RouteError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeRequirement {
+    scopes: Vec<Scope>,
+    body_flag: Option<(Box<str>, Scope)>,
+}
+
+impl ScopeRequirement {
+    /// Every scope in `scopes`.
+    pub fn all(scopes: impl IntoIterator<Item = Scope>) -> Self {
+        Self {
+            scopes: scopes.into_iter().collect(),
+            body_flag: None,
+        }
+    }
+
+    /// Also `scope` when the request's JSON body has `field: true`.
+    pub fn when_body_flag(mut self, field: &str, scope: Scope) -> Self {
+        self.body_flag = Some((field.into(), scope));
+        self
+    }
+
+    /// The first scope always required that `held` lacks.
+    pub(crate) fn missing(&self, held: &[Scope]) -> Option<&Scope> {
+        self.scopes.iter().find(|s| !held.contains(s))
+    }
+
+    /// The body field and the scope it adds, when `held` lacks that scope.
+    pub(crate) fn flag_missing(&self, held: &[Scope]) -> Option<(&str, &Scope)> {
+        self.body_flag
+            .as_ref()
+            .filter(|(_, scope)| !held.contains(scope))
+            .map(|(field, scope)| (&**field, scope))
+    }
+}
+
+/// Which authentication modes each route accepts, which scopes it needs of an HMAC token, and
+/// which headers it must not receive.
+///
+/// Each aspect is a list of rules that match a method (or any method) and a path pattern; the
+/// rule added last that matches a request applies, and requests no accepts-rule matches get the
+/// fallback. Methods and path literals match ASCII case-insensitively and one trailing slash is
+/// ignored, because the server routes those variants to the same handler.
+///
+/// Patterns are `/literal/{param}/…`, where `{param}` is one non-empty segment, optionally
+/// ending in `/**`: the path and everything below it.
+///
+/// ```
+/// use http::Method;
+/// use limitless_auth::{Accepts, AuthMode, RouteTable};
+///
+/// let table = RouteTable::limitless()
+///     .with_route(Some(Method::GET), "/markets/**", Accepts::DEFAULT | Accepts::ANONYMOUS)?;
+/// assert_eq!(table.accepts(&Method::GET, "/auth/api-tokens/capabilities"), Accepts::PRIVY);
+/// assert!(table.accepts(&Method::GET, "/markets/active").contains(AuthMode::None));
+/// assert_eq!(table.accepts(&Method::POST, "/orders"), Accepts::DEFAULT);
+/// # Ok::<(), limitless_auth::RouteError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    routes: Vec<Rule<Accepts>>,
+    scopes: Vec<Rule<ScopeRequirement>>,
+    strips: Vec<Rule<Box<[HeaderName]>>>,
+    fallback: Accepts,
+}
+
+impl RouteTable {
+    /// An empty table whose every route accepts `fallback`.
+    pub fn new(fallback: Accepts) -> Self {
+        Self {
+            routes: Vec::new(),
+            scopes: Vec::new(),
+            strips: Vec::new(),
+            fallback,
+        }
+    }
+
+    fn rule<T>(method: Option<Method>, pattern: &str, value: T) -> Result<Rule<T>, RouteError> {
+        Ok(Rule {
+            method: MethodRule::new(method),
+            pattern: Pattern::parse(pattern)?,
+            value,
+        })
+    }
+
+    /// Adds a rule: `method` (or any method, for `None`) on `pattern` accepts `accepts`. It
+    /// takes precedence over the rules added before it.
+    pub fn with_route(
+        mut self,
+        method: Option<Method>,
+        pattern: &str,
+        accepts: Accepts,
+    ) -> Result<Self, RouteError> {
+        self.routes.push(Self::rule(method, pattern, accepts)?);
+        Ok(self)
+    }
+
+    /// Requires `scopes` of the HMAC tokens sent to matching routes, in place of any earlier
+    /// requirement for the same requests. Checked when a token's scopes are known
+    /// ([`HmacCredentials::with_scopes`](crate::HmacCredentials::with_scopes)): a request whose
+    /// token lacks one fails locally with [`PolicyError::MissingScope`](crate::PolicyError).
+    pub fn with_scopes(
+        mut self,
+        method: Option<Method>,
+        pattern: &str,
+        scopes: ScopeRequirement,
+    ) -> Result<Self, RouteError> {
+        self.scopes.push(Self::rule(method, pattern, scopes)?);
+        Ok(self)
+    }
+
+    /// Never sends the headers `names` to matching routes: every front door removes them. Like
+    /// the other rules, the last one that matches a request applies, so name every header a
+    /// route must not receive in one rule.
+    pub fn with_stripped_headers(
+        mut self,
+        method: Option<Method>,
+        pattern: &str,
+        names: impl IntoIterator<Item = HeaderName>,
+    ) -> Result<Self, RouteError> {
+        let names = names.into_iter().collect();
+        self.strips.push(Self::rule(method, pattern, names)?);
+        Ok(self)
+    }
+
+    /// Sets what routes no rule matches accept.
+    pub fn with_fallback(mut self, fallback: Accepts) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// The modes a route accepts: `method` (in any case) on `path` (without the query).
+    pub fn accepts(&self, method: &Method, path: &str) -> Accepts {
+        self.accepts_upper(&upper(method.clone()), path)
+    }
+
+    /// [`RouteTable::accepts`] for a method already in upper case.
+    pub(crate) fn accepts_upper(&self, method: &Method, path: &str) -> Accepts {
+        latest(&self.routes, method, path).map_or(self.fallback, |a| *a)
+    }
+
+    /// The scopes an HMAC token needs for a request, if the route requires any (`method` in
+    /// upper case).
+    pub(crate) fn required_scopes(&self, method: &Method, path: &str) -> Option<&ScopeRequirement> {
+        latest(&self.scopes, method, path)
+    }
+
+    /// The headers a request must not carry (`method` in upper case).
+    pub(crate) fn stripped_headers(&self, method: &Method, path: &str) -> &[HeaderName] {
+        latest(&self.strips, method, path).map_or(&[], |names| names)
+    }
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self::limitless()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, path: &str) -> bool {
+        Pattern::parse(pattern).expect("valid").matches(path)
+    }
+
+    #[test]
+    fn patterns_match_segment_by_segment() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/orders", "/orders", true),
+            ("/orders", "/ORDERS/", true),
+            ("/orders", "/orders//", false),
+            ("/orders", "/orders/1", false),
+            ("/orders", "/order", false),
+            ("/orders", "/ordersx", false),
+            ("/orders", "orders", false),
+            ("/orders/**", "/orders", true),
+            ("/orders/**", "/orders/", true),
+            ("/orders/**", "/orders/a/b", true),
+            ("/orders/**", "/ordersx/a", false),
+            ("/a/{id}/c", "/a/1/c", true),
+            ("/a/{id}/c", "/a//c", false),
+            ("/a/{id}/c", "/a/1/2/c", false),
+            ("/a/{id}", "/a/", false),
+            ("/a/{id}", "/a", false),
+            ("/**", "/", true),
+            ("/**", "/anything/at/all", true),
+            ("/", "/", true),
+            ("/", "/x", false),
+            ("/", "", false),
+        ];
+        for (pattern, path, expected) in cases {
+            assert_eq!(matches(pattern, path), *expected, "{pattern} on {path:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_patterns_are_refused_with_a_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("orders", "must start with '/'"),
+            ("/a//b", "empty segment"),
+            ("/a/b**", "'**' must be a whole final segment"),
+            ("/a/**/b", "segments are literals, '{name}' or a final '**'"),
+            ("/a/{}", "segments are literals, '{name}' or a final '**'"),
+            ("/a?b", "segments are literals, '{name}' or a final '**'"),
+        ];
+        for (pattern, reason) in cases {
+            let err = Pattern::parse(pattern).expect_err(pattern);
+            assert_eq!(err.reason, *reason, "{pattern}");
+            assert_eq!(err.pattern, *pattern);
+        }
+    }
+
+    #[test]
+    fn methods_are_upper_cased_once() {
+        let m = |s: &str| upper(Method::from_bytes(s.as_bytes()).expect("method"));
+        assert_eq!(m("get"), Method::GET);
+        assert_eq!(m("Delete"), Method::DELETE);
+        assert_eq!(m("purge").as_str(), "PURGE");
+        assert_eq!(m("POST"), Method::POST);
+    }
+
+    #[test]
+    fn the_latest_matching_rule_applies() {
+        let t = RouteTable::new(Accepts::DEFAULT)
+            .with_route(None, "/a/**", Accepts::HMAC)
+            .and_then(|t| t.with_route(Some(Method::GET), "/a/b", Accepts::PRIVY))
+            .expect("valid");
+        assert_eq!(t.accepts(&Method::GET, "/a/b"), Accepts::PRIVY);
+        assert_eq!(
+            t.accepts(&Method::from_bytes(b"get").expect("m"), "/A/B/"),
+            Accepts::PRIVY
+        );
+        assert_eq!(t.accepts(&Method::POST, "/a/b"), Accepts::HMAC);
+        assert_eq!(t.accepts(&Method::GET, "/b"), Accepts::DEFAULT);
+    }
+}
