@@ -10,6 +10,7 @@
 //! ```
 //!
 //! A repetition is one request in every case. Cases:
+//! - `decide_get`, `decide_post`: the decision alone, for the same requests as below;
 //! - over a `service_fn` that drops the request, as in the layer benchmark: `floor_get`,
 //!   `floor_post` (`floor_request` for a GET and a 512 B POST), `auth_get`, `auth_post`
 //!   (`AuthLayer`), `hmac_get`, `hmac_post` (`HmacSigningLayer` alone);
@@ -30,6 +31,23 @@ use http_body_util::{BodyExt as _, Full};
 use limitless_auth::client::Client;
 use limitless_auth::mock::{MockServer, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
 use limitless_auth::{Credentials, HmacCredentials};
+
+fn decisions(case: &str, n: u64) {
+    let Inputs {
+        get_uri, post_uri, ..
+    } = inputs();
+    let table = limitless_auth::RouteTable::limitless();
+    let creds = common::requests::creds();
+    let ext = http::Extensions::new();
+    let (method, target) = match case {
+        "decide_get" => (Method::GET, get_uri.path().to_owned()),
+        _ => (Method::POST, post_uri.path().to_owned()),
+    };
+    for _ in 0..n {
+        let d = limitless_auth::decide(&table, &method, &target, &ext, &creds);
+        std::hint::black_box(d.expect("decided"));
+    }
+}
 
 fn layers(case: &str, n: u64) {
     let Inputs {
@@ -110,6 +128,7 @@ fn main() {
     match case.as_str() {
         "signed_floor" | "client" => loopback(&case, n, 1),
         "signed_floor_64" | "client_64" => loopback(&case, n, 64),
+        "decide_get" | "decide_post" => decisions(&case, n),
         _ => layers(&case, n),
     }
 }

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -57,21 +57,6 @@ pub enum BodyError {
     Stream(#[source] BoxError),
 }
 
-/// `headers.get(name)`; for the few headers a request usually has, a scan, which is cheaper
-/// than hashing the name.
-pub(crate) fn get_unhashed<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-) -> Option<&'a HeaderValue> {
-    if headers.is_empty() {
-        None
-    } else if headers.len() <= 8 {
-        headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
-    } else {
-        headers.get(name)
-    }
-}
-
 /// Checks `Content-Length` and the size hint against `limit` before anything is read.
 /// Returns the declared length, if any.
 pub(crate) fn check_declared<B: Body>(
@@ -79,7 +64,7 @@ pub(crate) fn check_declared<B: Body>(
     body: &B,
     limit: usize,
 ) -> Result<Option<u64>, BodyError> {
-    let declared = match get_unhashed(headers, &http::header::CONTENT_LENGTH) {
+    let declared = match headers.get(http::header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
             v.to_str()

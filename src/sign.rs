@@ -22,7 +22,6 @@
 //! # Ok::<(), limitless_auth::CredentialError>(())
 //! ```
 
-use std::cell::Cell;
 use std::fmt;
 
 use base64::Engine as _;
@@ -127,48 +126,17 @@ fn encode_tag(tag: &[u8; 32]) -> [u8; SIGNATURE_LEN] {
     out
 }
 
-/// Feeds the canonical message to `mac`, part by part.
-///
-/// The head of the message (timestamp, method, request-target and their separators) is staged
-/// in a small stack buffer when it fits, so that a typical request costs the MAC one update
-/// call for the head and one for the body; the body itself is never copied.
+/// Feeds the canonical message to `mac`, part by part; the body is never copied.
 #[inline(always)]
 fn feed(mac: &mut HmacSha256, ts: &[u8], m: &[u8], pq: &[u8], body: &[u8]) {
-    match <&[u8; TIMESTAMP_LEN]>::try_from(ts) {
-        Ok(ts) if m.len() <= MAX_STAGED_METHOD && pq.len() < HEAD_STAGE - STAGED_PREFIX => {
-            let mut head = [0u8; HEAD_STAGE];
-            head[..TIMESTAMP_LEN].copy_from_slice(ts);
-            head[TIMESTAMP_LEN] = b'\n';
-            let mut at = TIMESTAMP_LEN + 1;
-            for b in m {
-                head[at] = b.to_ascii_uppercase();
-                at += 1;
-            }
-            head[at] = b'\n';
-            at += 1;
-            head[at..at + pq.len()].copy_from_slice(pq);
-            at += pq.len();
-            head[at] = b'\n';
-            mac.update(&head[..=at]);
-        }
-        _ => {
-            mac.update(ts);
-            mac.update(b"\n");
-            update_upper(mac, m);
-            mac.update(b"\n");
-            mac.update(pq);
-            mac.update(b"\n");
-        }
-    }
+    mac.update(ts);
+    mac.update(b"\n");
+    update_upper(mac, m);
+    mac.update(b"\n");
+    mac.update(pq);
+    mac.update(b"\n");
     mac.update(body);
 }
-
-/// Room on the stack for the head of the message.
-const HEAD_STAGE: usize = 192;
-/// Longest method staged (longer ones take the part-by-part path).
-const MAX_STAGED_METHOD: usize = 16;
-/// Timestamp, newline, method and newline at their longest.
-const STAGED_PREFIX: usize = TIMESTAMP_LEN + 1 + MAX_STAGED_METHOD + 1;
 
 /// Feeds `method` to the MAC upper-cased (ASCII), without allocating.
 fn update_upper(mac: &mut HmacSha256, method: &[u8]) {
@@ -244,34 +212,16 @@ impl Timestamp {
         Self::from_unix_millis(clock.now_millis())
     }
 
-    /// Formats a time given in milliseconds since the Unix epoch.
-    ///
-    /// Each thread keeps the text of the last minute it formatted, so a call usually writes
-    /// only the seconds and milliseconds, from a table of digit pairs.
+    /// Formats a time given in milliseconds since the Unix epoch, on the stack.
     #[inline]
     pub fn from_unix_millis(millis: i64) -> Result<Self, TimestampError> {
         if !(MIN_MILLIS..=MAX_MILLIS).contains(&millis) {
             return Err(TimestampError::OutOfRange { millis });
         }
-        // The hot path has no division: an offset into the cached minute.
-        let cached = LAST_MINUTE
-            .try_with(|c| {
-                let (start, text) = c.get();
-                let offset = millis.wrapping_sub(start) as u64;
-                (offset < MS_PER_MINUTE as u64).then_some((offset as u32, text))
-            })
-            .ok()
-            .flatten();
-        let (in_minute, mut buf) = match cached {
-            Some(hit) => hit,
-            None => {
-                let minute = millis.div_euclid(MS_PER_MINUTE);
-                let text = format_minute(minute);
-                let _ = LAST_MINUTE.try_with(|c| c.set((minute * MS_PER_MINUTE, text)));
-                // 0 <= rem_euclid < 60_000.
-                (millis.rem_euclid(MS_PER_MINUTE) as u32, text)
-            }
-        };
+        let minute = millis.div_euclid(MS_PER_MINUTE);
+        let mut buf = format_minute(minute);
+        // 0 <= rem_euclid < 60_000.
+        let in_minute = millis.rem_euclid(MS_PER_MINUTE) as u32;
         let (secs, ms) = (in_minute / 1000, in_minute % 1000);
         buf[17..19].copy_from_slice(&DIGIT_PAIRS[secs as usize]);
         buf[20] = b'0' + (ms / 100) as u8;
@@ -369,13 +319,6 @@ const DIGIT_PAIRS: [[u8; 2]; 100] = {
 
 const MS_PER_MINUTE: i64 = 60_000;
 
-thread_local! {
-    /// The first millisecond of the minute this thread formatted last, and the minute's text
-    /// (seconds not yet filled in).
-    static LAST_MINUTE: Cell<(i64, [u8; TIMESTAMP_LEN])> =
-        const { Cell::new((i64::MIN, [0; TIMESTAMP_LEN])) };
-}
-
 /// `YYYY-MM-DDTHH:MM:00.000Z` for a minute counted from the epoch (years 0000..=9999).
 fn format_minute(minute: i64) -> [u8; TIMESTAMP_LEN] {
     let (year, month, day) = civil_from_days(minute.div_euclid(24 * 60));
@@ -460,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn the_minute_cache_follows_time_in_both_directions() {
+    fn minute_boundaries_and_the_edges_of_the_range() {
         let chrono_text = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms)
                 .expect("in range")

@@ -31,7 +31,7 @@ pub fn sink<B>()
     })
 }
 
-fn creds() -> Credentials {
+pub fn creds() -> Credentials {
     Credentials::new()
         .with_hmac(HmacCredentials::new(TOKEN_ID, SECRET).expect("valid"))
         .with_identity(IdentityToken::new("privy-identity-token").expect("valid"))

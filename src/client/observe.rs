@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::error::Error;
 use crate::BoxError;
-use crate::body::{BodyError, Collect, get_unhashed};
+use crate::body::{BodyError, Collect};
 use crate::clock::{Clock, OffsetClock};
 
 /// A timeout for one request, overriding the client's; insert it into the request's extensions.
@@ -90,10 +90,11 @@ impl SkewTracker {
         {
             return;
         }
-        if get_unhashed(headers, &http::header::AGE).is_some() {
+        if headers.get(http::header::AGE).is_some() {
             return;
         }
-        let Some(date) = get_unhashed(headers, &http::header::DATE)
+        let Some(date) = headers
+            .get(http::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| httpdate::parse_http_date(s).ok())
         else {
@@ -174,7 +175,7 @@ where
     /// Calling the stack below signs the request: the timestamp is taken as close to sending
     /// as it can be.
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
-        if get_unhashed(req.headers(), &http::header::USER_AGENT).is_none() {
+        if req.headers().get(http::header::USER_AGENT).is_none() {
             req.headers_mut()
                 .insert(http::header::USER_AGENT, self.user_agent.clone());
         }

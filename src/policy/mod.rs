@@ -237,11 +237,14 @@ pub fn decide<'t>(
     choices: &Extensions,
     credentials: &Credentials,
 ) -> Result<Decision<'t>, PolicyError> {
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let path = match target.bytes().position(|b| b == b'?') {
+        Some(query) => &target[..query],
+        None => target,
+    };
     let route = choices
         .get::<RoutePrefix>()
         .map_or(path, |prefix| prefix.route(path));
-    let method = route::upper(method.clone());
+    let method = route::upper_ref(method);
     let accepts = table.accepts_upper(&method, route);
     let hmac = choices
         .get::<HmacCredentials>()

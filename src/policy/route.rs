@@ -1,6 +1,8 @@
 //! Route patterns and the route table: which modes a route accepts, which scopes it needs of an
 //! HMAC token, and which headers it must not receive.
 
+use std::borrow::Cow;
+
 use http::{HeaderName, Method};
 
 use super::Accepts;
@@ -10,8 +12,9 @@ use crate::scope::Scope;
 /// One segment of a pattern.
 #[derive(Clone, Debug)]
 enum Segment {
-    /// Matched ASCII case-insensitively, as Express routes match by default.
-    Literal(Box<str>),
+    /// Matched ASCII case-insensitively, as Express routes match by default; held in lower
+    /// case.
+    Literal(Box<[u8]>),
     /// `{name}`: exactly one non-empty segment.
     Param,
 }
@@ -52,7 +55,9 @@ impl Pattern {
                 } else if seg.contains(['{', '}', '*', '?', '#']) {
                     return Err(err("segments are literals, '{name}' or a final '**'"));
                 } else {
-                    segments.push(Segment::Literal(seg.into()));
+                    segments.push(Segment::Literal(
+                        seg.to_ascii_lowercase().into_bytes().into(),
+                    ));
                 }
             }
         }
@@ -64,25 +69,46 @@ impl Pattern {
 
     /// Matches a request path (no query). One trailing slash is ignored and literals compare
     /// ASCII case-insensitively: the server's router treats those as the same route.
+    #[inline]
     fn matches(&self, path: &str) -> bool {
-        let Some(p) = path.strip_prefix('/') else {
+        let Some(rest) = path.as_bytes().strip_prefix(b"/") else {
             return false;
         };
-        let p = p.strip_suffix('/').unwrap_or(p);
-        let mut parts = (!p.is_empty()).then(|| p.split('/')).into_iter().flatten();
+        let mut rest = rest.strip_suffix(b"/").unwrap_or(rest);
+        // Whether a segment is left in `rest` (an empty one counts: `//` has one).
+        let mut left = !rest.is_empty();
         for seg in &self.segments {
-            let Some(part) = parts.next() else {
-                return false;
-            };
-            let fits = match seg {
-                Segment::Literal(lit) => part.eq_ignore_ascii_case(lit),
-                Segment::Param => !part.is_empty(),
-            };
-            if !fits {
+            if !left {
                 return false;
             }
+            let end = match seg {
+                // Compared in place, byte by byte: a mismatch ends at its first byte, with no
+                // scan for '/'.
+                Segment::Literal(lit) => {
+                    let fits = rest.len() >= lit.len()
+                        && rest
+                            .iter()
+                            .zip(lit)
+                            .all(|(a, b)| a.to_ascii_lowercase() == *b)
+                        && rest.get(lit.len()).is_none_or(|b| *b == b'/');
+                    if !fits {
+                        return false;
+                    }
+                    lit.len()
+                }
+                Segment::Param => match rest.iter().position(|&b| b == b'/') {
+                    Some(0) => return false,
+                    Some(end) => end,
+                    None if rest.is_empty() => return false,
+                    None => rest.len(),
+                },
+            };
+            (rest, left) = match rest[end..].split_first() {
+                Some((_, tail)) => (tail, true),
+                None => (&rest[end..], false),
+            };
         }
-        self.rest || parts.next().is_none()
+        self.rest || !left
     }
 }
 
@@ -102,11 +128,23 @@ impl MethodRule {
 
 /// `method` in upper case: `get` is `GET`, as the signer upper-cases it and the server routes it.
 pub(crate) fn upper(method: Method) -> Method {
+    match upper_ref(&method) {
+        Cow::Borrowed(_) => method,
+        Cow::Owned(upper) => upper,
+    }
+}
+
+/// [`upper`], borrowing a method that is in upper case already.
+#[inline]
+pub(crate) fn upper_ref(method: &Method) -> Cow<'_, Method> {
     if !method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
-        return method;
+        return Cow::Borrowed(method);
     }
     // An upper-cased method token is still a method token.
-    Method::from_bytes(method.as_str().to_ascii_uppercase().as_bytes()).unwrap_or(method)
+    match Method::from_bytes(method.as_str().to_ascii_uppercase().as_bytes()) {
+        Ok(upper) => Cow::Owned(upper),
+        Err(_) => Cow::Borrowed(method),
+    }
 }
 
 /// One entry of a table: a method and a pattern, and what they are given.
@@ -272,7 +310,7 @@ impl RouteTable {
 
     /// The modes a route accepts: `method` (in any case) on `path` (without the query).
     pub fn accepts(&self, method: &Method, path: &str) -> Accepts {
-        self.accepts_upper(&upper(method.clone()), path)
+        self.accepts_upper(&upper_ref(method), path)
     }
 
     /// [`RouteTable::accepts`] for a method already in upper case.
