@@ -319,3 +319,28 @@ async fn a_middleware_below_the_layer_sees_what_the_layer_decided_for_the_reques
     assert_eq!(wire(&seen[0]), Ok('H'));
     assert_eq!(seen[0].headers()["x-trace"], "1");
 }
+
+#[tokio::test]
+async fn auth_layer_over_auth_layer_puts_the_same_request_on_the_wire_as_one() {
+    for (method, target, body) in ROUTES {
+        let mut seen = Vec::new();
+        for name in ["AuthLayer HPK", "AuthLayer HPK over AuthLayer HPK"] {
+            let inner = Eager::default();
+            let req = Request::builder()
+                .method(method)
+                .uri(target)
+                .header("x-api-key", "junk")
+                .body(Full::new(Bytes::from_static(body)))
+                .expect("request");
+            shape(name, inner.clone()).oneshot(req).await.expect("sent");
+            let mut got = inner.taken();
+            assert_eq!(got.len(), 1, "{name} {target}");
+            seen.push(got.remove(0));
+        }
+        let (one, two) = (&seen[0], &seen[1]);
+        assert_eq!(one.method(), two.method());
+        assert_eq!(one.uri(), two.uri());
+        assert_eq!(one.headers(), two.headers(), "{method} {target}");
+        assert_eq!(one.body(), two.body());
+    }
+}

@@ -420,92 +420,12 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
             label,
             scopes,
             target,
-        } => {
-            let scopes = parse_scopes(&scopes);
-            let (client, _mock) = connect(&target).await?;
-            let token = client
-                .derive_token(label.as_deref(), scopes.as_deref())
-                .await
-                .map_err(Failure::from_client)?;
-            eprintln!("lmts: store the secret now: the API returns it only once");
-            #[derive(serde::Serialize)]
-            #[serde(rename_all = "camelCase")]
-            struct Shown<'a> {
-                api_key: &'a str,
-                secret: &'a str,
-                token_id: &'a str,
-                created_at: &'a str,
-                scopes: &'a [Scope],
-                profile: &'a limitless_auth::types::TokenProfile,
-            }
-            print_json(&Shown {
-                api_key: &token.api_key,
-                secret: token.secret().expose_secret(),
-                token_id: &token.token_id,
-                created_at: &token.created_at,
-                scopes: &token.scopes,
-                profile: &token.profile,
-            })
-            .map_err(|f| {
-                Failure::sent(format!(
-                    "the token {id} was created, but its secret could not be printed ({}); the \
-                     API does not show it again: revoke the token with `lmts tokens revoke {id}`",
-                    f.message,
-                    id = token.token_id
-                ))
-            })
-        }
+        } => derive(label, scopes, target).await,
         TokensAction::Rotate {
             label,
             scopes,
             target,
-        } => {
-            let scopes = parse_scopes(&scopes);
-            let (client, _mock) = connect(&target).await?;
-            let rotation = client
-                .switch_to_new_token(label.as_deref(), scopes.as_deref())
-                .await
-                .map_err(Failure::from_client)?;
-            let new = &rotation.token;
-            // The new secret goes out first: only once it is stored is the old token revoked.
-            let scopes: Vec<&str> = new.scopes.iter().map(Scope::as_str).collect();
-            let exports = format!(
-                "export {ENV_TOKEN_ID}={}\nexport {ENV_TOKEN_SECRET}={}\nexport {ENV_TOKEN_SCOPES}={}\n",
-                new.token_id,
-                new.secret().expose_secret(),
-                scopes.join(",")
-            );
-            write_stdout(exports.as_bytes()).map_err(|f| {
-                Failure::sent(format!(
-                    "the token {id} was created, but its secret could not be printed ({}); the \
-                     old token is still valid and was not revoked; revoke the new one with \
-                     `lmts tokens revoke {id}`",
-                    f.message,
-                    id = new.token_id
-                ))
-            })?;
-            match &rotation.previous_token_id {
-                Some(old) if *old != new.token_id => {
-                    client.revoke_token(old).await.map_err(|e| {
-                        Failure::sent(format!(
-                            "the new token {} is in use (the export lines above), but revoking \
-                             the old token {old} failed: {e}; revoke it with \
-                             `lmts tokens revoke {old}`",
-                            new.token_id
-                        ))
-                    })?;
-                    eprintln!(
-                        "lmts: rotated: {} replaces {old}, which is revoked",
-                        new.token_id
-                    );
-                }
-                _ => eprintln!(
-                    "lmts: derived {}; there was no previous token to revoke",
-                    new.token_id
-                ),
-            }
-            Ok(())
-        }
+        } => rotate(label, scopes, target).await,
         TokensAction::Revoke { token_id, target } => {
             let (client, _mock) = connect(&target).await?;
             let message = client
@@ -515,6 +435,92 @@ async fn tokens(action: TokensAction) -> Result<(), Failure> {
             print_json(&serde_json::json!({ "message": message })).map_err(after_sending)
         }
     }
+}
+
+/// `lmts tokens derive`: the new token, secret included, as JSON.
+async fn derive(label: Option<String>, scopes: Vec<String>, target: Target) -> Result<(), Failure> {
+    let scopes = parse_scopes(&scopes);
+    let (client, _mock) = connect(&target).await?;
+    let token = client
+        .derive_token(label.as_deref(), scopes.as_deref())
+        .await
+        .map_err(Failure::from_client)?;
+    eprintln!("lmts: store the secret now: the API returns it only once");
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown<'a> {
+        api_key: &'a str,
+        secret: &'a str,
+        token_id: &'a str,
+        created_at: &'a str,
+        scopes: &'a [Scope],
+        profile: &'a limitless_auth::types::TokenProfile,
+    }
+    print_json(&Shown {
+        api_key: &token.api_key,
+        secret: token.secret().expose_secret(),
+        token_id: &token.token_id,
+        created_at: &token.created_at,
+        scopes: &token.scopes,
+        profile: &token.profile,
+    })
+    .map_err(|f| {
+        Failure::sent(format!(
+            "the token {id} was created, but its secret could not be printed ({}); the \
+             API does not show it again: revoke the token with `lmts tokens revoke {id}`",
+            f.message,
+            id = token.token_id
+        ))
+    })
+}
+
+/// `lmts tokens rotate`: the new credentials as `export` lines, then the old token revoked.
+async fn rotate(label: Option<String>, scopes: Vec<String>, target: Target) -> Result<(), Failure> {
+    let scopes = parse_scopes(&scopes);
+    let (client, _mock) = connect(&target).await?;
+    let rotation = client
+        .switch_to_new_token(label.as_deref(), scopes.as_deref())
+        .await
+        .map_err(Failure::from_client)?;
+    let new = &rotation.token;
+    // The new secret goes out first: only once it is stored is the old token revoked.
+    let scopes: Vec<&str> = new.scopes.iter().map(Scope::as_str).collect();
+    let exports = format!(
+        "export {ENV_TOKEN_ID}={}\nexport {ENV_TOKEN_SECRET}={}\nexport {ENV_TOKEN_SCOPES}={}\n",
+        new.token_id,
+        new.secret().expose_secret(),
+        scopes.join(",")
+    );
+    write_stdout(exports.as_bytes()).map_err(|f| {
+        Failure::sent(format!(
+            "the token {id} was created, but its secret could not be printed ({}); the \
+             old token is still valid and was not revoked; revoke the new one with \
+             `lmts tokens revoke {id}`",
+            f.message,
+            id = new.token_id
+        ))
+    })?;
+    match &rotation.previous_token_id {
+        Some(old) if *old != new.token_id => {
+            client.revoke_token(old).await.map_err(|e| {
+                Failure::sent(format!(
+                    "the new token {} is in use (the export lines above), but revoking \
+                     the old token {old} failed: {e}; revoke it with \
+                     `lmts tokens revoke {old}`",
+                    new.token_id
+                ))
+            })?;
+            eprintln!(
+                "lmts: rotated: {} replaces {old}, which is revoked",
+                new.token_id
+            );
+        }
+        _ => eprintln!(
+            "lmts: derived {}; there was no previous token to revoke",
+            new.token_id
+        ),
+    }
+    Ok(())
 }
 
 /// The `--scope` arguments (`None` without any: the server's default), with a warning for

@@ -122,46 +122,7 @@ impl State {
                     self.privy(rec, |_, _, _| message(StatusCode::OK, "API key updated"))
                 }
             }
-            ("POST", ["profiles", "partner-accounts"]) => self.hmac(rec, false, |_, rec, who| {
-                let mut needs = vec![Scope::AccountCreation];
-                if flag(&rec.body, "createServerWallet") {
-                    needs.push(Scope::DelegatedSigning);
-                }
-                who.scoped(&needs, || {
-                    json_response(
-                        StatusCode::CREATED,
-                        &json!({"profileId": 1000 + who.profile, "account": PARTNER_ACCOUNT}),
-                    )
-                })
-            }),
-            ("GET", ["profiles", "partner-accounts"]) => self.hmac(rec, false, |_, _, who| {
-                who.scoped(&[Scope::AccountCreation], || {
-                    json_response(StatusCode::OK, &json!({"data": [], "total": 0}))
-                })
-            }),
-            ("GET", ["profiles", "partner-accounts", _, "allowances"]) => {
-                self.hmac(rec, false, |_, _, who| {
-                    who.scoped(&[Scope::AccountCreation, Scope::DelegatedSigning], || {
-                        json_response(StatusCode::OK, &json!({"ready": true}))
-                    })
-                })
-            }
-            ("POST", ["profiles", "partner-accounts", _, "allowances", "retry"]) => {
-                self.hmac(rec, false, |_, _, who| {
-                    who.scoped(&[Scope::AccountCreation, Scope::DelegatedSigning], || {
-                        json_response(StatusCode::ACCEPTED, &json!({"message": "Retry started"}))
-                    })
-                })
-            }
-            (_, ["profiles", "partner-accounts", ..]) => {
-                self.hmac(rec, false, |_, rec, who| match rec.method.as_str() {
-                    m if m.eq_ignore_ascii_case("POST") => json_response(
-                        StatusCode::CREATED,
-                        &json!({"profileId": 1000 + who.profile, "account": PARTNER_ACCOUNT}),
-                    ),
-                    _ => json_response(StatusCode::OK, &json!([])),
-                })
-            }
+            (m, ["profiles", "partner-accounts", rest @ ..]) => self.partner_accounts(rec, m, rest),
             ("GET", ["markets", "active"]) => json_response(
                 StatusCode::OK,
                 &json!({"data": [{"slug": "btc-100k", "title": "BTC above 100k?"}], "totalMarketsCount": 1}),
@@ -174,6 +135,51 @@ impl State {
                     "statusCode": 404
                 }),
             ),
+        }
+    }
+
+    /// `/profiles/partner-accounts/**` (HMAC only), by method and the segments after it.
+    fn partner_accounts(
+        &self,
+        rec: &mut RecordedRequest,
+        method: &str,
+        rest: &[&str],
+    ) -> MockResponse {
+        match (method, rest) {
+            ("POST", []) => self.hmac(rec, false, |_, rec, who| {
+                let mut needs = vec![Scope::AccountCreation];
+                if flag(&rec.body, "createServerWallet") {
+                    needs.push(Scope::DelegatedSigning);
+                }
+                who.scoped(&needs, || {
+                    json_response(
+                        StatusCode::CREATED,
+                        &json!({"profileId": 1000 + who.profile, "account": PARTNER_ACCOUNT}),
+                    )
+                })
+            }),
+            ("GET", []) => self.hmac(rec, false, |_, _, who| {
+                who.scoped(&[Scope::AccountCreation], || {
+                    json_response(StatusCode::OK, &json!({"data": [], "total": 0}))
+                })
+            }),
+            ("GET", [_, "allowances"]) => self.hmac(rec, false, |_, _, who| {
+                who.scoped(&[Scope::AccountCreation, Scope::DelegatedSigning], || {
+                    json_response(StatusCode::OK, &json!({"ready": true}))
+                })
+            }),
+            ("POST", [_, "allowances", "retry"]) => self.hmac(rec, false, |_, _, who| {
+                who.scoped(&[Scope::AccountCreation, Scope::DelegatedSigning], || {
+                    json_response(StatusCode::ACCEPTED, &json!({"message": "Retry started"}))
+                })
+            }),
+            _ => self.hmac(rec, false, |_, rec, who| match rec.method.as_str() {
+                m if m.eq_ignore_ascii_case("POST") => json_response(
+                    StatusCode::CREATED,
+                    &json!({"profileId": 1000 + who.profile, "account": PARTNER_ACCOUNT}),
+                ),
+                _ => json_response(StatusCode::OK, &json!([])),
+            }),
         }
     }
 
