@@ -714,6 +714,16 @@ mod tests {
             ("c2VjcmV0!", SecretProblem::InvalidCharacter { offset: 8 }),
             ("A", SecretProblem::MissingPadding),
             ("====", SecretProblem::InvalidPadding),
+            ("c2VjcmV0LWtleQ", SecretProblem::MissingPadding),
+            ("-_-_c2VjcmV0", SecretProblem::UrlSafeAlphabet),
+            ("c2Vj\ncmV0", SecretProblem::Whitespace),
+            ("c2VjcmV0\r\n", SecretProblem::Whitespace),
+            ("c2Vj!mV0", SecretProblem::InvalidCharacter { offset: 4 }),
+            (
+                "c2Vj\u{0}mV0",
+                SecretProblem::InvalidCharacter { offset: 4 },
+            ),
+            ("QR==", SecretProblem::NonCanonicalTrailingBits),
         ];
         for (secret, problem) in cases {
             match HmacCredentials::new("id", secret) {
@@ -764,6 +774,20 @@ mod tests {
                     position: 1,
                 },
             ),
+            (
+                "tok\r\nx-evil: 1",
+                CredentialError::InvalidHeaderValue {
+                    what: "token id",
+                    position: 3,
+                },
+            ),
+            (
+                "tok\u{7f}",
+                CredentialError::InvalidHeaderValue {
+                    what: "token id",
+                    position: 3,
+                },
+            ),
         ] {
             assert_eq!(HmacCredentials::new(id, SECRET).expect_err(id), expected);
         }
@@ -789,6 +813,33 @@ mod tests {
             ApiKey::new("lmts_\r"),
             Err(CredentialError::InvalidHeaderValue { .. })
         ));
+        for t in ["eyJ\r\nidentity: other", "eyJ\0", "eyJ abc", "ëyJ"] {
+            assert!(matches!(
+                IdentityToken::new(t),
+                Err(CredentialError::InvalidHeaderValue {
+                    what: "identity token",
+                    ..
+                })
+            ));
+            assert!(matches!(
+                ApiKey::new(t),
+                Err(CredentialError::InvalidHeaderValue {
+                    what: "API key",
+                    ..
+                })
+            ));
+        }
+        assert_eq!(
+            IdentityToken::new("bearer eyJ").expect_err("prefixed"),
+            CredentialError::BearerPrefix
+        );
+        assert_eq!(
+            HmacCredentials::new("id", "c2Vj*cmV0")
+                .expect_err("malformed")
+                .to_string(),
+            "the token secret is not standard padded base64: it has a non-base64 character at \
+             offset 4"
+        );
         let t = IdentityToken::new("eyJ.a.b").expect("valid");
         let h = t.header_value();
         assert_eq!(h.as_bytes(), b"Bearer eyJ.a.b");
@@ -806,6 +857,8 @@ mod tests {
             "ééééé",
             "Bearer é",
             "bearer\u{2003}x",
+            "Bearer\u{a0}eyJhbGciOiJFUzI1NiJ9.payload.sig",
+            "\u{1F600}\u{1F600}eyJ",
         ] {
             let err = IdentityToken::new(token).expect_err("not a header value");
             assert!(
@@ -932,5 +985,74 @@ mod tests {
                 var: "LIMITLESS_API_KEY"
             }
         );
+    }
+
+    /// A JWT with `payload` as its claims, its parts base64url-encoded (padded when `pad`).
+    fn jwt(payload: &str, pad: bool) -> String {
+        use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+        let engine = |b: &[u8]| {
+            if pad {
+                URL_SAFE.encode(b)
+            } else {
+                URL_SAFE_NO_PAD.encode(b)
+            }
+        };
+        let header = engine(br#"{"alg":"ES256","typ":"JWT"}"#);
+        format!("{header}.{}.c2ln", engine(payload.as_bytes()))
+    }
+
+    #[test]
+    fn jwt_expiry_edge_cases() {
+        let exp = |payload: &str, pad: bool| {
+            let token = IdentityToken::new(jwt(payload, pad)).expect("a header value");
+            token.times.expires
+        };
+        let cases: [(&str, bool, Option<i64>); 9] = [
+            (r#"{"exp":1774875600}"#, false, Some(1_774_875_600_000)),
+            // Padding that a lenient encoder left on the payload.
+            (r#"{"exp":1774875600}"#, true, Some(1_774_875_600_000)),
+            // A fractional NumericDate, as RFC 7519 allows.
+            (r#"{"exp":1774875600.25}"#, false, Some(1_774_875_600_250)),
+            (r#"{"exp":-1.5}"#, false, Some(-1_500)),
+            // Not a NumericDate: no expiry is known, the token is sent as given.
+            (r#"{"exp":"1774875600"}"#, false, None),
+            (r#"{"exp":null}"#, false, None),
+            // Past what milliseconds in an i64 can carry.
+            (r#"{"exp":1e300}"#, false, None),
+            (r#"{"exp":1e14}"#, false, None),
+            (r#"{"iat":1774872000}"#, false, None),
+        ];
+        for (payload, pad, expected) in cases {
+            assert_eq!(exp(payload, pad), expected, "{payload} padded: {pad}");
+        }
+        let fractional = IdentityToken::new(jwt(r#"{"exp":1774875600.25}"#, false)).expect("ok");
+        assert!(!fractional.is_expired_at(1_774_875_600_249));
+        assert!(fractional.is_expired_at(1_774_875_600_250));
+        // Not JSON, not an object, or not three parts: no expiry, no refusal.
+        for token in [
+            "a.b.c",
+            "a.b",
+            "a.b.c.d",
+            &jwt("[1,2]", false),
+            &jwt("nope", false),
+        ] {
+            let t = IdentityToken::new(token).expect("a header value");
+            assert_eq!(t.times.expires, None, "{token}");
+            assert!(!t.is_expired_at(i64::MAX));
+        }
+    }
+
+    /// The decoded key and the keyed MAC's two SHA-256 states (as good as the key) are wiped
+    /// when dropped: checked on their types, since reading freed memory is not something a test
+    /// may do. (The MAC holds an inner and an outer `Sha256VarCore`; without the `zeroize`
+    /// features of `hmac` and `sha2` that type does not implement `ZeroizeOnDrop`, and this
+    /// test does not compile.)
+    #[test]
+    fn key_material_is_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Zeroizing<Vec<u8>>>();
+        wiped_on_drop::<sha2::block_api::Sha256VarCore>();
+        let key: Zeroizing<Vec<u8>> = decode_secret(SECRET).expect("valid");
+        assert_eq!(key.as_slice(), b"super-secret-key");
     }
 }

@@ -373,6 +373,34 @@ mod against_the_mock {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_legacy_api_key_alone_authenticates_ordinary_routes_and_only_those() {
+        let mock = MockServer::start().await.expect("mock");
+        let base = mock.base_url();
+        let key = vec![(
+            "LIMITLESS_API_KEY".to_owned(),
+            limitless_auth::mock::LEGACY_API_KEY.to_owned(),
+        )];
+        let out = lmts_async(
+            strings(&["request", "GET", "/auth/api-tokens", "--base-url", &base]),
+            key.clone(),
+        )
+        .await;
+        let listed = json(&out);
+        assert!(listed.as_array().is_some_and(|a| !a.is_empty()), "{listed}");
+        let seen = mock.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].headers["x-api-key"],
+            limitless_auth::mock::LEGACY_API_KEY
+        );
+        assert!(!seen[0].headers.contains_key("lmts-signature"));
+        // A Privy-only route does not take the key: refused, nothing sent.
+        let out = lmts_async(strings(&["capabilities", "--base-url", &base]), key).await;
+        assert_local_error(&out, "accepts Privy only");
+        assert_eq!(mock.request_count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn missing_identity_is_a_local_refusal_with_nothing_sent() {
         let mock = MockServer::start().await.expect("mock");
         let out = lmts_async(
@@ -794,16 +822,14 @@ fn every_help_names_its_variables_and_the_exit_statuses() {
 }
 
 #[test]
-fn bodies_are_read_within_the_limit_in_constant_memory() {
+fn bodies_are_read_up_to_the_limit_and_no_further() {
     // /dev/zero never ends: only a bounded read can refuse it.
-    let started = std::time::Instant::now();
     let out = lmts(
         &["sign", "POST", "/orders", "--body-file", "/dev/zero"],
         &env(),
         None,
     );
     assert_local_error(&out, "larger than the 1048576-byte limit");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let big = vec![b'x'; (1 << 20) + 1];
     let out = lmts(
         &["sign", "POST", "/orders", "--body-file", "-"],
@@ -831,6 +857,70 @@ fn bodies_are_read_within_the_limit_in_constant_memory() {
         None,
     );
     assert_local_error(&out, "larger than the 1048576-byte limit");
+}
+
+/// `VmHWM` (peak resident memory, in KiB) of process `pid`, once it has stopped growing: the
+/// process is blocked, waiting for input.
+#[cfg(target_os = "linux")]
+fn settled_peak_kib(pid: u32) -> u64 {
+    let read = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+    };
+    let mut last = None;
+    let mut same = 0;
+    for _ in 0..500 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let now = read();
+        if now.is_some() && now == last {
+            same += 1;
+            if same == 5 {
+                return now.unwrap_or_default();
+            }
+        } else {
+            same = 0;
+        }
+        last = now;
+    }
+    panic!("the peak memory of {pid} never settled: {last:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_body_at_the_limit_costs_about_its_own_size_in_memory() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lmts"))
+        .args(["sign", "POST", "/orders", "--body-file", "-"])
+        .env_clear()
+        .envs(env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lmts starts");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Started and waiting for its body.
+    let before = settled_peak_kib(pid);
+    // A body of exactly the limit, the pipe left open: it has read it all and waits for more.
+    stdin.write_all(&vec![b'x'; 1 << 20]).expect("write");
+    let at_limit = settled_peak_kib(pid);
+    // Then far more than the limit: it stops reading and refuses.
+    let more = std::thread::spawn(move || {
+        let _ = stdin.write_all(&vec![b'x'; 16 << 20]);
+    });
+    let out = child.wait_with_output().expect("lmts finishes");
+    more.join().expect("writer");
+    assert_local_error(&out, "larger than the 1048576-byte limit");
+    let grew = at_limit.saturating_sub(before);
+    assert!(
+        (1024..=4 * 1024).contains(&grew),
+        "reading a 1 MiB body grew the peak by {grew} KiB ({before} -> {at_limit})"
+    );
 }
 
 /// Runs `lmts` with its standard output going to /dev/full, where every write fails.

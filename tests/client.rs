@@ -450,7 +450,7 @@ async fn local_argument_checks_send_nothing() {
     assert_eq!(mock.request_count(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_futures_outlive_their_arguments_and_run_only_when_awaited() {
     let mock = MockServer::start().await.expect("mock");
     let c = client(&mock, everything(PARTNER_IDENTITY));
@@ -465,11 +465,23 @@ async fn request_futures_outlive_their_arguments_and_run_only_when_awaited() {
             .expect("request");
         c.send(req)
     };
-    assert_eq!(mock.request_count(), 0, "nothing is sent before a poll");
+    // A request spawned after them runs on another worker and reaches the server: work a
+    // future started on its own would have had the same time to arrive.
+    let control = tokio::spawn({
+        let c = c.clone();
+        async move { c.request(Method::GET, "/markets/active", None).await }
+    });
+    assert!(control.await.expect("join").expect("response").is_success());
+    tokio::task::yield_now().await;
+    assert_eq!(
+        mock.arrivals(),
+        1,
+        "only the spawned request arrived: nothing is sent before a poll"
+    );
     let (a, b) = tokio::join!(pending, sent);
     assert!(a.expect("response").is_success());
     assert!(b.expect("response").is_success());
-    assert_eq!(mock.request_count(), 2);
+    assert_eq!(mock.request_count(), 3);
 }
 
 #[tokio::test]

@@ -136,88 +136,133 @@ async fn x_on_behalf_of_is_stripped_from_the_partner_account_listing_only() {
 }
 
 /// Every scoped POST route, with a body.
-fn scoped_cases() -> Vec<(&'static str, &'static str)> {
+/// The scoped routes, and for a token holding only `trading` and one holding only
+/// `account_creation`, the scope each lacks there (`None`: it may): written out from the
+/// route list, first missing scope first.
+#[allow(clippy::type_complexity)]
+fn scoped_cases() -> Vec<(Method, &'static str, &'static str, [Option<Scope>; 2])> {
+    use Scope::{AccountCreation as C, DelegatedSigning as D, Trading as T, Withdrawal as W};
     vec![
-        ("/portfolio/withdraw", "{}"),
-        ("/portfolio/redeem", "{}"),
-        ("/orders", r#"{"side":"BUY"}"#),
-        ("/amm/buy", "{}"),
-        ("/amm/allowances/check", "{}"),
-        ("/profiles/partner-accounts", r#"{"displayName":"a"}"#),
-        ("/profiles/partner-accounts/1001/allowances/retry", ""),
+        (
+            Method::POST,
+            "/portfolio/withdraw",
+            "{}",
+            [Some(W), Some(W)],
+        ),
+        (Method::POST, "/portfolio/redeem", "{}", [None, Some(T)]),
+        (
+            Method::POST,
+            "/orders",
+            r#"{"side":"BUY"}"#,
+            [None, Some(T)],
+        ),
+        (Method::DELETE, "/orders/o-1", "", [None, Some(T)]),
+        (Method::POST, "/amm/buy", "{}", [Some(D), Some(T)]),
+        (
+            Method::POST,
+            "/amm/allowances/check",
+            "{}",
+            [Some(D), Some(T)],
+        ),
+        (
+            Method::POST,
+            "/profiles/partner-accounts",
+            r#"{"displayName":"a"}"#,
+            [Some(C), None],
+        ),
+        (
+            Method::POST,
+            "/profiles/partner-accounts/1001/allowances/retry",
+            "",
+            [Some(C), Some(D)],
+        ),
+        (
+            Method::GET,
+            "/profiles/partner-accounts",
+            "",
+            [Some(C), None],
+        ),
+        (
+            Method::GET,
+            "/profiles/partner-accounts/1001/allowances",
+            "",
+            [Some(C), Some(D)],
+        ),
     ]
 }
 
 #[tokio::test]
 async fn a_token_known_to_lack_a_scope_is_refused_locally_as_the_server_would() {
     let mock = MockServer::start().await.expect("mock");
-    // A token holding only `trading`: its scopes known to one client, unknown to the other.
     let privy = client(
         &mock,
         Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("t")),
     );
-    let derived = privy
-        .derive_token(Some("scoped"), Some(&[Scope::Trading]))
-        .await
-        .expect("derived");
-    let known = derived.credentials().expect("valid");
-    assert_eq!(
-        known.scopes(),
-        Some(&[Scope::Trading][..]),
-        "scopes from the derive"
-    );
-    let unknown = {
-        use secrecy::ExposeSecret as _;
-        HmacCredentials::new(&derived.token_id, derived.secret().expose_secret()).expect("ok")
-    };
-    let local = client(&mock, Credentials::new().with_hmac(known.clone()));
-    let remote = client(&mock, Credentials::new().with_hmac(unknown));
-    for (path, body) in scoped_cases() {
-        let needs_more = match path {
-            "/portfolio/redeem" | "/orders" => None,
-            "/portfolio/withdraw" => Some(Scope::Withdrawal),
-            "/amm/buy" | "/amm/allowances/check" => Some(Scope::DelegatedSigning),
-            _ => Some(Scope::AccountCreation),
+    for (column, scopes) in [[Scope::Trading], [Scope::AccountCreation]]
+        .iter()
+        .enumerate()
+    {
+        // One token: its scopes known to one client, unknown to the other.
+        let derived = privy
+            .derive_token(Some("scoped"), Some(scopes))
+            .await
+            .expect("derived");
+        let known = derived.credentials().expect("valid");
+        assert_eq!(known.scopes(), Some(&scopes[..]), "scopes from the derive");
+        let unknown = {
+            use secrecy::ExposeSecret as _;
+            HmacCredentials::new(&derived.token_id, derived.secret().expose_secret()).expect("ok")
         };
-        let before = mock.request_count();
-        let local_result = post(&local, path, body).await;
-        let remote_result = post(&remote, path, body).await;
-        match needs_more {
-            None => {
-                assert!(local_result.expect("sent").is_success(), "{path}");
-                assert!(remote_result.expect("sent").is_success(), "{path}");
-            }
-            Some(scope) => {
-                let err = local_result.expect_err("refused locally");
-                let Error::Policy(PolicyError::MissingScope {
-                    scope: missing,
-                    token,
-                    path: shown,
-                    ..
-                }) = &err
-                else {
-                    panic!("{path}: {err:?}");
-                };
-                assert_eq!(missing, &scope, "{path}");
-                assert_eq!(shown, path);
-                let tail = &derived.token_id[derived.token_id.len() - 4..];
-                assert_eq!(token, &format!("…{tail}"));
-                assert!(!err.to_string().contains(&derived.token_id), "{err}");
-                // The server, asked with the same token, answers 403 naming the same scope.
-                let status = remote_result.expect("answered");
-                assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
-                let rec = mock.requests().pop().expect("recorded");
-                assert_eq!(
-                    String::from_utf8_lossy(&rec.body).as_ref(),
-                    body,
-                    "the remote request"
-                );
-                assert_eq!(
-                    mock.request_count(),
-                    before + 1,
-                    "{path}: only the remote request was sent"
-                );
-            }
+        let local = client(&mock, Credentials::new().with_hmac(known.clone()));
+        let remote = client(&mock, Credentials::new().with_hmac(unknown));
+        for (method, path, body, lacks) in scoped_cases() {
+            let ctx = format!("{method} {path} with {scopes:?}");
+            let bytes = (!body.is_empty()).then(|| Bytes::from_static(body.as_bytes()));
+            let before = mock.request_count();
+            let local_result = local.request(method.clone(), path, bytes.clone()).await;
+            let remote_result = remote
+                .request(method.clone(), path, bytes)
+                .await
+                .expect("answered");
+            let Some(scope) = &lacks[column] else {
+                assert!(local_result.expect("sent").is_success(), "{ctx}");
+                assert!(remote_result.is_success(), "{ctx}");
+                continue;
+            };
+            let err = local_result.expect_err("refused locally");
+            let Error::Policy(PolicyError::MissingScope {
+                scope: missing,
+                token,
+                path: shown,
+                ..
+            }) = &err
+            else {
+                panic!("{ctx}: {err:?}");
+            };
+            assert_eq!(missing, scope, "{ctx}");
+            assert_eq!(shown, path);
+            let tail = &derived.token_id[derived.token_id.len() - 4..];
+            assert_eq!(token, &format!("…{tail}"));
+            assert!(!err.to_string().contains(&derived.token_id), "{err}");
+            // The server, asked with the same token, answers 403 naming the same scope.
+            let Err(Error::Status {
+                status: StatusCode::FORBIDDEN,
+                message: Some(message),
+                ..
+            }) = remote_result.error_for_status()
+            else {
+                panic!("{ctx}: the server did not refuse with a message");
+            };
+            assert_eq!(
+                message,
+                format!("Requires apiToken auth with {scope} scope"),
+                "{ctx}"
+            );
+            assert_eq!(
+                mock.request_count(),
+                before + 1,
+                "{ctx}: only the remote request was sent"
+            );
         }
     }
 }

@@ -82,32 +82,38 @@ async fn a_connection_still_writing_a_body_is_not_handed_out() {
 }
 
 #[tokio::test]
-async fn idle_connections_are_reaped_without_traffic_and_capped() {
+async fn idle_connections_beyond_the_cap_are_closed_before_any_timeout() {
     let (addr, stats) = raw::serve(Arc::new(ok)).await;
+    // An idle timeout far beyond the test: only the cap can close a connection here.
     let client = Client::builder()
         .base_url(format!("http://{addr}"))
         .credentials(Credentials::new().with_hmac(hmac()))
-        .pool_idle_timeout(Duration::from_millis(200))
+        .pool_idle_timeout(Duration::from_secs(3600))
         .pool_max_idle_per_host(3)
         .build()
         .expect("client");
-    let burst: Vec<_> = (0..20)
-        .map(|_| {
-            let c = client.clone();
-            tokio::spawn(async move { c.request(Method::GET, "/markets/active", None).await })
-        })
-        .collect();
-    for r in burst {
-        assert_eq!(r.await.expect("join").expect("ok").status, StatusCode::OK);
-    }
+    burst(&client, 20).await;
     assert!(stats.accepted() > 3, "a burst opens several connections");
-    // At most three are kept idle; the others are closed as they come back.
     assert!(
         eventually(Duration::from_secs(5), || stats.open() <= 3).await,
         "{} open",
         stats.open()
     );
-    // And with no traffic at all, the idle ones are closed after the idle timeout.
+    assert_eq!(stats.open(), 3, "three are kept idle, the others closed");
+}
+
+#[tokio::test]
+async fn idle_connections_are_reaped_without_traffic() {
+    let (addr, stats) = raw::serve(Arc::new(ok)).await;
+    let client = Client::builder()
+        .base_url(format!("http://{addr}"))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .pool_idle_timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    burst(&client, 5).await;
+    assert!(stats.open() > 0, "connections are kept after the burst");
+    // With no traffic at all, the idle ones are closed after the idle timeout.
     assert!(
         eventually(Duration::from_secs(5), || stats.open() == 0).await,
         "{} still open",
@@ -140,6 +146,31 @@ async fn the_connect_timeout_bounds_the_tls_handshake() {
         started.elapsed()
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "TCP was connected");
+}
+
+#[tokio::test]
+async fn the_connect_timeout_bounds_a_tcp_connect_that_gets_no_answer() {
+    let (addr, _listener, _filling) = raw::unanswered().await;
+    let client = Client::builder()
+        .base_url(format!("http://{addr}"))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Some(Duration::from_secs(10)))
+        .retry(RetryConfig::disabled())
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let err = client
+        .request(Method::POST, "/orders", Some(Bytes::from_static(b"{}")))
+        .await
+        .expect_err("the connect never completes");
+    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert!(err.is_local(), "nothing was sent");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}: bounded by the connect timeout, not the 10 s attempt timeout"
+    );
 }
 
 async fn burst(client: &Client, n: usize) {

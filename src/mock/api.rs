@@ -97,6 +97,13 @@ impl State {
             ("POST", ["orders"]) => self.hmac(rec, true, |s, rec, who| {
                 who.scoped(&[Scope::Trading], || s.order(rec, &who))
             }),
+            ("DELETE", ["orders", _]) if !param(1).is_empty() => {
+                self.hmac(rec, true, |_, _, who| {
+                    who.scoped(&[Scope::Trading], || {
+                        message(StatusCode::OK, "Order cancelled")
+                    })
+                })
+            }
             ("POST", ["portfolio", "withdraw"]) => self.privy_or_hmac(rec, |_, _, who| {
                 who.scoped(&[Scope::Withdrawal], || {
                     message(StatusCode::OK, "Withdrawal submitted")

@@ -19,9 +19,9 @@
 //!
 //! Routes: `GET /auth/api-tokens/capabilities`, `POST /auth/api-tokens/derive`,
 //! `POST /portfolio/withdrawal-addresses`, `DELETE /portfolio/withdrawal-addresses/{address}`
-//! (Privy only); `GET /auth/api-tokens`, `DELETE /auth/api-tokens/{tokenId}`, `POST /orders`
-//! (HMAC or the legacy key); `/profiles/partner-accounts/**` (HMAC only); `GET /markets/active`
-//! (public). Anything else is 404.
+//! (Privy only); `GET /auth/api-tokens`, `DELETE /auth/api-tokens/{tokenId}`, `POST /orders`,
+//! `DELETE /orders/{orderId}` (HMAC or the legacy key); `/profiles/partner-accounts/**` (HMAC
+//! only); `GET /markets/active` (public). Anything else is 404.
 //!
 //! ```
 //! use limitless_auth::{client::Client, Credentials, IdentityToken, mock::{MockServer, PARTNER_IDENTITY}};

@@ -119,6 +119,33 @@ pub async fn silent() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
+/// A listener whose accept queue is full and never drained: a further TCP connect to it gets
+/// no answer to its SYN, as with a host that has gone away. Returns its address and the
+/// connections that fill the queue (kept open while the test runs).
+pub async fn unanswered() -> (
+    SocketAddr,
+    tokio::net::TcpListener,
+    Vec<tokio::net::TcpStream>,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut filling = Vec::new();
+    // The kernel completes a few handshakes beyond the backlog; then connects hang.
+    for _ in 0..16 {
+        let attempt = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(std::time::Duration::from_millis(200), attempt).await {
+            Ok(Ok(tcp)) => filling.push(tcp),
+            Ok(Err(e)) => panic!("filling the accept queue: {e}"),
+            Err(_) => return (addr, listener, filling),
+        }
+    }
+    panic!("the accept queue of {addr} never filled");
+}
+
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     handler: &Handler,
