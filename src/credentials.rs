@@ -436,7 +436,8 @@ impl IdentityToken {
     }
 
     /// Whether the token expires within `margin` of `now_millis` (or has expired).
-    pub fn expires_within(&self, now_millis: i64, margin: std::time::Duration) -> bool {
+    #[cfg(feature = "client")]
+    pub(crate) fn expires_within(&self, now_millis: i64, margin: std::time::Duration) -> bool {
         let margin = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
         self.times
             .expires
@@ -531,11 +532,6 @@ impl Credentials {
     pub fn with_api_key(mut self, api_key: ApiKey) -> Self {
         self.api_key = Some(api_key);
         self
-    }
-
-    /// Whether no credential at all is held.
-    pub fn is_empty(&self) -> bool {
-        self.hmac.is_none() && self.identity.is_none() && self.api_key.is_none()
     }
 
     /// Loads whatever the environment holds: `LMTS_TOKEN_ID` with `LMTS_TOKEN_SECRET`,
@@ -932,11 +928,8 @@ mod tests {
             Some("lmts_k")
         );
 
-        assert!(
-            Credentials::from_lookup(env(&[("LMTS_TOKEN_ID", "")]))
-                .expect("empty is unset")
-                .is_empty()
-        );
+        let none = Credentials::from_lookup(env(&[("LMTS_TOKEN_ID", "")])).expect("empty is unset");
+        assert!(none.hmac.is_none() && none.identity.is_none() && none.api_key.is_none());
         assert_eq!(
             Credentials::from_lookup(env(&[("LMTS_TOKEN_ID", "tok")])).expect_err("no secret"),
             CredentialError::IncompleteEnv {

@@ -414,7 +414,7 @@ async fn a_token_within_the_margin_of_expiry_is_refreshed_before_sending() {
         !now.identity
             .as_ref()
             .expect("identity")
-            .expires_within(T, Duration::from_secs(60))
+            .is_expired_at(T + 60_000)
     );
 }
 

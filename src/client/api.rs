@@ -1,8 +1,9 @@
 //! The typed endpoints of the API Tokens routes.
 
 use bytes::Bytes;
-use http::{Method, Request, Uri};
+use http::{Method, Request, StatusCode, Uri};
 
+use super::retry::RetriedUnsure;
 use super::url::{encode_segment, parse_target};
 use super::{ApiResponse, Client, Error, json_request};
 use crate::types::{ApiToken, DeriveTokenRequest, DerivedToken, PartnerCapabilities};
@@ -45,6 +46,10 @@ impl Client {
 
     /// `DELETE /auth/api-tokens/{tokenId}` (HMAC), the id percent-encoded as one path segment.
     /// Returns the server's confirmation message.
+    ///
+    /// Revoking is idempotent: when an attempt failed after it may have been processed and
+    /// the retry is answered "not found or already revoked", the token is gone as asked, and
+    /// this returns `Ok` (with [`ALREADY_REVOKED`](Self::ALREADY_REVOKED) as the message).
     pub async fn revoke_token(&self, token_id: &str) -> Result<String, Error> {
         if token_id.is_empty() {
             return Err(Error::InvalidRequest("the token id is empty".into()));
@@ -53,9 +58,26 @@ impl Client {
         let mut req = Request::new(Bytes::new());
         *req.method_mut() = Method::DELETE;
         *req.uri_mut() = Uri::from(parse_target(&path)?);
-        let resp = self.send(req).await?.error_for_status()?;
-        Ok(resp.json::<RevokeResponse>()?.message)
+        let resp = self.send_response(req).await?;
+        let retried_unsure = resp.extensions().get::<RetriedUnsure>().is_some();
+        let resp = ApiResponse::from_response(resp);
+        match resp.error_for_status() {
+            Ok(resp) => Ok(resp.json::<RevokeResponse>()?.message),
+            Err(Error::Status {
+                status: StatusCode::BAD_REQUEST,
+                message: Some(message),
+                ..
+            }) if retried_unsure && message.to_ascii_lowercase().contains("revoked") => {
+                Ok(Self::ALREADY_REVOKED.to_owned())
+            }
+            Err(e) => Err(e),
+        }
     }
+
+    /// The message of [`Client::revoke_token`] when a retry found the token already revoked by
+    /// an earlier attempt of the same call.
+    pub const ALREADY_REVOKED: &str =
+        "API token revoked (an earlier attempt was processed; its answer was lost)";
 
     /// The scopes of `hmac`, from `GET /auth/api-tokens` signed with it. Straight down the
     /// stack: not through the holder's steps, whose scope guard may be waiting on this.

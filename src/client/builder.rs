@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use super::holder::{Holder, IdentityFuture, IdentitySource};
 use super::observe::{Observe, SkewTracker};
-use super::retry::{RetryConfig, RetryPolicy};
+use super::retry::{RetryConfig, RetryPolicy, SkewRetry};
 use super::transport::{Transport, TransportConfig};
 use super::url::{BaseUrl, redact_url};
 use super::{Client, DEFAULT_BASE_URL, DEFAULT_RESPONSE_LIMIT, Error, Inner, USER_AGENT};
@@ -53,6 +53,7 @@ pub struct ClientBuilder {
     user_agent: String,
     retry: RetryConfig,
     skew_threshold: Duration,
+    max_clock_offset: Duration,
     clock: Arc<dyn Clock>,
     body_limit: usize,
     response_limit: usize,
@@ -74,6 +75,7 @@ impl Default for ClientBuilder {
             user_agent: USER_AGENT.to_owned(),
             retry: RetryConfig::default(),
             skew_threshold: Duration::from_secs(5),
+            max_clock_offset: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
             body_limit: DEFAULT_BODY_LIMIT,
             response_limit: DEFAULT_RESPONSE_LIMIT,
@@ -207,8 +209,9 @@ impl ClientBuilder {
         self
     }
 
-    /// How long an idle pooled connection is kept (default 90 s). Idle connections are closed
-    /// in the background when it passes, whether or not more requests come.
+    /// How long an idle pooled connection is kept (default 90 s). One idle for longer is never
+    /// handed out; hyper-util's reaper, which wakes every `timeout`, closes it in the
+    /// background, so the socket itself can stay open up to twice `timeout`.
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.transport.pool_idle_timeout = timeout;
         self
@@ -222,8 +225,31 @@ impl ClientBuilder {
 
     /// Offers HTTP/2 by ALPN on `https` (default on): when the server takes it, every request
     /// shares one connection. Off, only HTTP/1.1 is used.
+    ///
+    /// The client learns that an origin speaks HTTP/2 from the first TLS handshake, so a burst
+    /// of requests to an origin not yet connected opens a connection for each before they
+    /// settle on one; [`http2_only`](Self::http2_only) avoids that for an origin known to
+    /// speak HTTP/2.
     pub fn http2(mut self, enabled: bool) -> Self {
         self.transport.http2 = enabled;
+        self
+    }
+
+    /// Speaks only HTTP/2 (default off): for an origin known to, such as the Limitless API.
+    /// Requests then wait for the one connection being opened instead of each opening its own,
+    /// cold bursts included; over plain `http` it is HTTP/2 with prior knowledge. An origin
+    /// that does not speak HTTP/2 fails every request with [`Error::Connect`].
+    pub fn http2_only(mut self, only: bool) -> Self {
+        self.transport.http2_only = only;
+        self
+    }
+
+    /// HTTP/2 keep-alive: a PING every `interval`, on connections in use or idle (`None`: no
+    /// pings), and a connection whose PING is not answered within `timeout` is dropped; its
+    /// requests fail (retried when they are idempotent) and the next ones open a new
+    /// connection. Default: every 10 s, 10 s to answer.
+    pub fn http2_keep_alive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.transport.keep_alive = interval.map(|i| (i, timeout));
         self
     }
 
@@ -242,6 +268,15 @@ impl ClientBuilder {
     /// The measured clock skew beyond which a 401 is re-signed and retried once (default 5 s).
     pub fn skew_threshold(mut self, threshold: Duration) -> Self {
         self.skew_threshold = threshold;
+        self
+    }
+
+    /// The largest server clock offset trusted from one response's `Date` (default one hour).
+    /// A larger one is applied only once a second response agrees with it (within 2 s), so a
+    /// single wild `Date` can neither date signatures years off nor make a valid identity token
+    /// look expired.
+    pub fn max_clock_offset(mut self, max: Duration) -> Self {
+        self.max_clock_offset = max;
         self
     }
 
@@ -293,7 +328,11 @@ impl ClientBuilder {
         let base = BaseUrl::parse(&self.base_url, self.sign_prefix)?;
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::InvalidRequest("the user agent is not a header value".into()))?;
-        let skew = Arc::new(SkewTracker::new(self.clock, self.skew_threshold));
+        let skew = Arc::new(SkewTracker::new(
+            self.clock,
+            self.skew_threshold,
+            self.max_clock_offset,
+        ));
         let layer = AuthLayer::with_table(self.credentials.clone(), self.routes)
             .with_clock(skew.clock())
             .body_limit(self.body_limit);
@@ -313,7 +352,14 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 stack,
-                retry: RetryPolicy::new(self.retry, Some(skew.clone())),
+                retry: RetryPolicy::new(
+                    self.retry,
+                    Some(Arc::new(SkewRetry {
+                        tracker: skew.clone(),
+                        table: table.clone(),
+                        credentials: holder.shared.clone(),
+                    })),
+                ),
                 timeout: self.timeout,
                 base,
                 skew,

@@ -19,11 +19,6 @@ impl RawBody {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
-
-    /// The body as text, if it is UTF-8.
-    pub fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
-    }
 }
 
 impl fmt::Debug for RawBody {
@@ -34,9 +29,16 @@ impl fmt::Debug for RawBody {
 
 /// Everything a [`Client`](super::Client) call can fail with.
 ///
-/// The variants before [`Error::Connect`] are local: nothing was sent. No message includes a
-/// credential, a signature or a response body's secret; response bodies are kept in
-/// [`RawBody`], whose `Debug` shows only the length.
+/// Every error says which of three things happened, which matters most for an order:
+/// 1. **nothing reached the API's logic** ([`Error::is_local`]): refused locally (the variants
+///    before [`Error::Connect`]), no connection ([`Error::Connect`]), or refused by the server
+///    before it processed the request ([`Error::NotProcessed`]): it is safe to send again;
+/// 2. **it may have been processed** ([`Error::may_have_been_sent`]): the connection failed or
+///    timed out after the request went out; check the order's status before sending it again;
+/// 3. **a response came** ([`Error::status`]).
+///
+/// No message includes a credential, a signature or a response body's secret; response bodies
+/// are kept in [`RawBody`], whose `Debug` shows only the length.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -91,6 +93,11 @@ pub enum Error {
     /// No connection could be made; the request was not sent.
     #[error("could not connect: {}", Chain(&**.0))]
     Connect(#[source] BoxError),
+    /// The connection refused the request before the server processed it: an HTTP/2
+    /// `REFUSED_STREAM`, a stream above the last one a `GOAWAY` kept, or a request the
+    /// connection handed back unsent.
+    #[error("the server did not process the request (it is safe to send again): {}", Chain(&**.0))]
+    NotProcessed(#[source] BoxError),
     /// The connection failed after the request may have been sent.
     #[error("transport error: {}", Chain(&**.0))]
     Transport(#[source] BoxError),
@@ -224,7 +231,8 @@ fn retry_suffix(retry_after: &Option<Duration>) -> String {
 }
 
 impl Error {
-    /// Whether the error arose before anything was sent.
+    /// Whether nothing reached the API's logic: refused locally, no connection, or refused by
+    /// the server before processing. Sending the request again is safe.
     pub fn is_local(&self) -> bool {
         match self {
             // A rotation that got past deriving has sent something.
@@ -244,7 +252,18 @@ impl Error {
                     | Self::ScopeDenied { .. }
                     | Self::ScopesUnknown(_)
                     | Self::Connect(_)
+                    | Self::NotProcessed(_)
             ),
+        }
+    }
+
+    /// Whether the request may have been processed although no response came: the connection
+    /// failed or the attempt timed out after it was sent. An order that fails this way needs a
+    /// status check before it is sent again.
+    pub fn may_have_been_sent(&self) -> bool {
+        match self {
+            Self::Rotation { source, .. } => source.may_have_been_sent(),
+            _ => !self.is_local() && self.status().is_none(),
         }
     }
 
@@ -312,29 +331,77 @@ impl Error {
             Ok(e) => return Self::Body(*e),
             Err(e) => e,
         };
-        match err.downcast::<SigningError>() {
-            Ok(e) => Self::Signing(*e),
-            Err(e) if is_connect_error(&*e) => Self::Connect(e),
-            Err(e) => Self::Transport(e),
+        let err = match err.downcast::<SigningError>() {
+            Ok(e) => return Self::Signing(*e),
+            Err(e) => e,
+        };
+        match delivery(&*err) {
+            Delivery::NoConnection => Self::Connect(err),
+            Delivery::NotProcessed => Self::NotProcessed(err),
+            Delivery::Unknown => Self::Transport(err),
         }
     }
 }
 
-/// Whether `err` (or an error it wraps) says that no connection could be made.
-fn is_connect_error(err: &(dyn std::error::Error + 'static)) -> bool {
+/// What a transport error says about the request.
+enum Delivery {
+    /// No connection could be made.
+    NoConnection,
+    /// The connection refused it before the server processed it.
+    NotProcessed,
+    /// It may have been processed.
+    Unknown,
+}
+
+/// What `err` (or an error it wraps) says about the request's delivery.
+fn delivery(err: &(dyn std::error::Error + 'static)) -> Delivery {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
             && h.is_connect()
         {
-            return true;
+            return Delivery::NoConnection;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionRefused
         {
-            return true;
+            return Delivery::NoConnection;
+        }
+        // Handed back unsent by the connection.
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return Delivery::NotProcessed;
+        }
+        // HTTP/2 (RFC 9113 §8.7): a stream refused, or above the last one a GOAWAY kept, was
+        // not processed.
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.is_remote()
+            && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        {
+            return Delivery::NotProcessed;
         }
         cur = e.source();
+    }
+    Delivery::Unknown
+}
+
+/// Whether `err` is a TLS certificate the client does not accept: sending again cannot help.
+pub(crate) fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    // hyper-rustls reports TLS failures as I/O errors that carry the rustls error, possibly in
+    // another I/O error: `source()` skips what an I/O error carries, `get_ref()` does not.
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref() {
+            return true;
+        }
+        cur = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }

@@ -240,6 +240,15 @@ impl Client {
             .json()
     }
 
+    /// [`Client::send`], answering with the whole response, extensions included.
+    pub(crate) async fn send_response(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<Response<Bytes>, Error> {
+        let prepared = self.prepare(req)?;
+        self.dispatch(prepared).await
+    }
+
     /// The future of [`Client::send`].
     fn start<'a>(
         &'a self,

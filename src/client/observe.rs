@@ -27,24 +27,43 @@ use crate::clock::{Clock, OffsetClock};
 pub struct RequestTimeout(pub Duration);
 
 /// Learns the server's clock offset from response `Date` headers and shares it with every
-/// clone (and with the signing layer, which signs with the corrected time).
-#[derive(Clone)]
+/// clone (and with the signing layer, which signs, and judges identity expiry, with the
+/// corrected time).
+///
+/// An offset is trusted when it is plausible (within `max_offset`), or when a second response
+/// agrees with it (within [`AGREEMENT_MS`]): one response with a wild `Date` never moves the
+/// clock, so it can neither date signatures years off nor make valid identity tokens look
+/// expired.
 pub(crate) struct SkewTracker {
     clock: OffsetClock<Arc<dyn Clock>>,
     threshold_ms: i64,
+    max_offset_ms: i64,
     /// The local second of the last measurement: one a second is plenty.
-    measured_second: Arc<AtomicI64>,
+    measured_second: AtomicI64,
+    /// An implausible offset, waiting for a second response to agree with it.
+    pending: std::sync::Mutex<Option<i64>>,
 }
 
 /// `Date` has whole seconds: an offset below this is indistinguishable from none.
 const DATE_RESOLUTION_MS: i64 = 1_000;
 
+/// Two measured offsets agree when they are this close: the resolution of `Date`, and the
+/// time the answers took, either way.
+pub(crate) const AGREEMENT_MS: i64 = 2_000;
+
+/// Milliseconds in `d`, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl SkewTracker {
-    pub(crate) fn new(base: Arc<dyn Clock>, threshold: Duration) -> Self {
+    pub(crate) fn new(base: Arc<dyn Clock>, threshold: Duration, max_offset: Duration) -> Self {
         Self {
             clock: OffsetClock::new(base),
-            threshold_ms: i64::try_from(threshold.as_millis()).unwrap_or(i64::MAX),
-            measured_second: Arc::new(AtomicI64::new(i64::MIN)),
+            threshold_ms: millis(threshold),
+            max_offset_ms: millis(max_offset),
+            measured_second: AtomicI64::new(i64::MIN),
+            pending: std::sync::Mutex::new(None),
         }
     }
 
@@ -110,13 +129,28 @@ impl SkewTracker {
         let server = date_ms + DATE_RESOLUTION_MS / 2;
         let midpoint = sent + (received - sent) / 2;
         let offset = server.saturating_sub(midpoint);
-        let applied = if offset.saturating_abs() < DATE_RESOLUTION_MS {
+        self.measured_second.store(second, Ordering::Relaxed);
+        self.accept(if offset.saturating_abs() < DATE_RESOLUTION_MS {
             0
         } else {
             offset
-        };
-        self.clock.set_offset_millis(applied);
-        self.measured_second.store(second, Ordering::Relaxed);
+        });
+    }
+
+    /// Applies a measured `offset` if it is plausible, or if it agrees with the implausible
+    /// one measured before it; otherwise keeps it until the next measurement.
+    fn accept(&self, offset: i64) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let agreed = pending.is_some_and(|p| p.abs_diff(offset) <= AGREEMENT_MS.unsigned_abs());
+        if offset.saturating_abs() <= self.max_offset_ms || agreed {
+            *pending = None;
+            self.clock.set_offset_millis(offset);
+        } else {
+            *pending = Some(offset);
+        }
     }
 }
 
@@ -125,6 +159,7 @@ impl std::fmt::Debug for SkewTracker {
         f.debug_struct("SkewTracker")
             .field("offset_ms", &self.clock.offset_millis())
             .field("threshold_ms", &self.threshold_ms)
+            .field("max_offset_ms", &self.max_offset_ms)
             .finish()
     }
 }
@@ -180,9 +215,11 @@ where
                 .insert(http::header::USER_AGENT, self.user_agent.clone());
         }
         let sent = self.skew.local_now();
+        let signed_with = SignedWith(self.skew.offset_millis());
         Receive {
             skew: self.skew.clone(),
             sent,
+            signed_with,
             limit: self.limit,
             state: ReceiveState::Head {
                 fut: self.inner.call(req),
@@ -191,11 +228,17 @@ where
     }
 }
 
+/// The clock offset applied when the request of a response was signed, in milliseconds: a 401
+/// is re-signed only when the offset has changed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SignedWith(pub(crate) i64);
+
 pin_project! {
     /// Awaits the response head, learns the clock offset from its `Date`, and reads the body.
     pub(crate) struct Receive<F, B> {
         skew: Arc<SkewTracker>,
         sent: i64,
+        signed_with: SignedWith,
         limit: usize,
         #[pin]
         state: ReceiveState<F, B>,
@@ -234,7 +277,8 @@ where
                     let received = this.skew.local_now();
                     this.skew
                         .observe(response.status(), response.headers(), *this.sent, received);
-                    let (parts, body) = response.into_parts();
+                    let (mut parts, body) = response.into_parts();
+                    parts.extensions.insert(*this.signed_with);
                     this.state.set(ReceiveState::Body {
                         collect: Collect::new(body, *this.limit, None),
                         parts: Some(parts),
@@ -273,7 +317,11 @@ mod tests {
     fn tracker(local: i64) -> (SkewTracker, FixedClock) {
         let base = FixedClock::new(local);
         (
-            SkewTracker::new(Arc::new(base.clone()), Duration::from_secs(5)),
+            SkewTracker::new(
+                Arc::new(base.clone()),
+                Duration::from_secs(5),
+                Duration::from_secs(3600),
+            ),
             base,
         )
     }
@@ -364,5 +412,45 @@ mod tests {
         // The next second is.
         t.observe(StatusCode::OK, &ok, DATE_MS - 30_000, DATE_MS - 8_500);
         assert_ne!(t.offset_millis(), 10_000);
+    }
+
+    #[test]
+    fn one_wild_date_never_moves_the_clock_two_that_agree_do() {
+        // 2100-01-01T00:00:00Z, 74 years ahead of the local clock.
+        let wild = date("Fri, 01 Jan 2100 00:00:00 GMT");
+        let wild_ms = 4_102_444_800_000;
+        let (t, base) = tracker(DATE_MS);
+        let at = |t: &SkewTracker, h: &HeaderMap, now: i64| t.observe(StatusCode::OK, h, now, now);
+        at(&t, &wild, DATE_MS);
+        assert_eq!(t.offset_millis(), 0, "one response is not believed");
+        // A plausible one in between is applied, and forgets the wild one.
+        base.set_millis(DATE_MS - 5_000);
+        at(&t, &date("Sun, 06 Nov 1994 08:49:37 GMT"), DATE_MS - 5_000);
+        assert_eq!(t.offset_millis(), 5_500);
+        base.set_millis(DATE_MS + 2_000);
+        at(&t, &wild, DATE_MS + 2_000);
+        assert_eq!(t.offset_millis(), 5_500, "the wild one waits for a second");
+        // A second that agrees (the same Date, 1.5 s later by the local clock): applied.
+        base.set_millis(DATE_MS + 3_500);
+        at(&t, &wild, DATE_MS + 3_500);
+        assert_eq!(t.offset_millis(), wild_ms + 500 - (DATE_MS + 3_500));
+    }
+
+    #[test]
+    fn two_wild_dates_that_disagree_are_both_ignored() {
+        let (t, base) = tracker(DATE_MS);
+        for (i, text) in [
+            "Fri, 01 Jan 2100 00:00:00 GMT",
+            "Sat, 01 Jan 2050 00:00:00 GMT",
+            "Thu, 01 Jan 1970 00:00:01 GMT",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let now = DATE_MS + 1_000 * i64::try_from(i).expect("small");
+            base.set_millis(now);
+            t.observe(StatusCode::OK, &date(text), now, now);
+            assert_eq!(t.offset_millis(), 0, "{text}");
+        }
     }
 }

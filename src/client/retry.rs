@@ -11,9 +11,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::retry::Policy;
 
-use super::error::Error;
-use super::observe::SkewTracker;
+use super::error::{Error, is_certificate_error};
+use super::observe::{AGREEMENT_MS, SignedWith, SkewTracker};
 use crate::clock::{Clock as _, SystemClock};
+use crate::{Credential, RouteTable, SharedCredentials};
 
 /// How the client retries: see the table in the [client's docs](super#retries).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,7 +110,9 @@ enum Failure {
 
 fn classify(err: &Error) -> Failure {
     match err {
-        Error::Connect(_) => Failure::NotSent,
+        // A certificate the client does not accept stays so.
+        Error::Connect(e) if is_certificate_error(&**e) => Failure::Final,
+        Error::Connect(_) | Error::NotProcessed(_) => Failure::NotSent,
         Error::Transport(_) | Error::Timeout(_) => Failure::MaybeSent,
         _ => Failure::Final,
     }
@@ -140,7 +143,7 @@ impl RetryConfig {
 #[derive(Clone, Debug)]
 pub(crate) struct RetryPolicy {
     config: Arc<RetryConfig>,
-    skew: Option<Arc<SkewTracker>>,
+    skew: Option<Arc<SkewRetry>>,
     /// Retries counted against `max_attempts` so far (per request: tower clones the policy
     /// for each request).
     retries: u32,
@@ -149,12 +152,14 @@ pub(crate) struct RetryPolicy {
     skew_retry_left: bool,
     /// When the first attempt started: the time budget counts from it.
     started: Option<tokio::time::Instant>,
+    /// Whether an attempt was retried after it may have been processed.
+    retried_unsure: bool,
 }
 
 impl RetryPolicy {
     /// Retries per `config`; with the client's clock-skew tracking, also re-signs a 401 once
     /// while the measured skew is too large.
-    pub(crate) fn new(config: RetryConfig, skew: Option<Arc<SkewTracker>>) -> Self {
+    pub(crate) fn new(config: RetryConfig, skew: Option<Arc<SkewRetry>>) -> Self {
         let skew_retry_left = config.retry_skewed_unauthorized && skew.is_some();
         Self {
             config: Arc::new(config),
@@ -163,6 +168,7 @@ impl RetryPolicy {
             attempts: 0,
             skew_retry_left,
             started: None,
+            retried_unsure: false,
         }
     }
 
@@ -174,7 +180,7 @@ impl RetryPolicy {
     ) -> Option<Duration> {
         self.attempts += 1;
         let config = &*self.config;
-        let skew = self.skew.as_deref();
+        let skew = self.skew.as_deref().map(|s| &*s.tracker);
         // The request span is an INFO span: with INFO off there is nothing to record into.
         #[cfg(feature = "tracing")]
         if tracing::level_enabled!(tracing::Level::INFO) {
@@ -202,7 +208,8 @@ impl RetryPolicy {
                         skew.map_or_else(|| SystemClock.now_millis(), SkewTracker::server_now);
                     match retry_after(resp.headers(), resp.body(), now) {
                         Some(d) if d > config.max_retry_after => None,
-                        Some(d) => Some((d, true, Reason::RateLimited)),
+                        // A wait of zero, or a date in the past, gets the backoff floor.
+                        Some(d) => Some((d.max(backoff()), true, Reason::RateLimited)),
                         None => Some((backoff(), true, Reason::RateLimited)),
                     }
                 }
@@ -214,7 +221,8 @@ impl RetryPolicy {
                     Some((backoff(), true, Reason::Unavailable))
                 }
                 StatusCode::UNAUTHORIZED
-                    if self.skew_retry_left && skew.is_some_and(SkewTracker::exceeds_threshold) =>
+                    if self.skew_retry_left
+                        && self.skew.as_deref().is_some_and(|s| s.re_signs(req, resp)) =>
                 {
                     // Re-signed with the corrected clock. Not counted: it corrects the clock,
                     // not the network.
@@ -231,7 +239,7 @@ impl RetryPolicy {
             Err(_) => None,
         };
         let started = self.started;
-        let (wait, counted, _reason) = next.filter(|(w, _, _)| {
+        let (wait, counted, reason) = next.filter(|(w, _, _)| {
             let elapsed = started.map_or(Duration::ZERO, |t| t.elapsed());
             elapsed.saturating_add(*w) <= config.max_elapsed
         })?;
@@ -240,13 +248,16 @@ impl RetryPolicy {
             tracing::debug!(
                 attempt = self.attempts,
                 delay_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                reason = ?_reason,
+                reason = ?reason,
                 "retrying"
             );
             tracing::Span::current().record("attempt", self.attempts + 1);
         }
         if counted {
             self.retries += 1;
+        }
+        if matches!(reason, Reason::MaybeSent) {
+            self.retried_unsure = true;
         }
         Some(wait)
     }
@@ -260,7 +271,14 @@ impl Policy<Request<Full<Bytes>>, Response<Bytes>, Error> for RetryPolicy {
         req: &mut Request<Full<Bytes>>,
         result: &mut Result<Response<Bytes>, Error>,
     ) -> Option<Self::Future> {
-        self.next_wait(req, result).map(tokio::time::sleep)
+        let wait = self.next_wait(req, result);
+        if wait.is_none()
+            && self.retried_unsure
+            && let Ok(resp) = result
+        {
+            resp.extensions_mut().insert(RetriedUnsure);
+        }
+        wait.map(tokio::time::sleep)
     }
 
     /// A copy for the next attempt: headers and extensions copied, the body shared.
@@ -276,6 +294,52 @@ impl Policy<Request<Full<Bytes>>, Response<Bytes>, Error> for RetryPolicy {
             self.started = Some(tokio::time::Instant::now());
         }
         Some(copy)
+    }
+}
+
+/// On a response: an earlier attempt of its request failed after it may have been processed
+/// (so a "not found" may mean "done").
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetriedUnsure;
+
+/// What the client's re-sign of a 401 caused by clock skew needs: the skew measured, and what
+/// the request was signed with.
+pub(crate) struct SkewRetry {
+    pub(crate) tracker: Arc<SkewTracker>,
+    /// The table and credentials the stack decides with: only an HMAC request carries a
+    /// timestamp that a corrected clock can fix.
+    pub(crate) table: Arc<RouteTable>,
+    pub(crate) credentials: SharedCredentials,
+}
+
+impl SkewRetry {
+    /// Whether `resp`, a 401 to `req`, is worth one re-signed retry: the measured skew is over
+    /// the threshold, the offset has changed since `req` was signed (by more than two offsets
+    /// measured alike differ), and `req` is signed with a timestamp (HMAC; Privy requests carry
+    /// none).
+    fn re_signs(&self, req: &Request<Full<Bytes>>, resp: &Response<Bytes>) -> bool {
+        // Offsets measured from `Date` differ by a little from one response to the next.
+        let changed = resp.extensions().get::<SignedWith>().is_some_and(|w| {
+            w.0.abs_diff(self.tracker.offset_millis()) > AGREEMENT_MS.unsigned_abs()
+        });
+        self.tracker.exceeds_threshold()
+            && changed
+            && crate::decide(
+                &self.table,
+                req.method(),
+                req.uri().path(),
+                req.extensions(),
+                &self.credentials.current(),
+            )
+            .is_ok_and(|d| matches!(d.credential, Credential::Hmac(_)))
+    }
+}
+
+impl std::fmt::Debug for SkewRetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SkewRetry")
+            .field("tracker", &self.tracker)
+            .finish_non_exhaustive()
     }
 }
 
@@ -534,6 +598,22 @@ mod tests {
         }
 
         #[tokio::test(start_paused = true)]
+        async fn a_wait_of_zero_or_in_the_past_gets_the_backoff_floor() {
+            for asked in ["0", "Thu, 01 Jan 1970 00:00:01 GMT"] {
+                let answers = vec![Ok(rate_limited(asked)), Ok(status(200))];
+                let (out, attempts, took) =
+                    run(RetryConfig::default(), Method::POST, answers).await;
+                assert_eq!(out.expect("ok").status(), StatusCode::OK);
+                assert_eq!(attempts, 2);
+                // The upper half of the first backoff step, 100 ms.
+                assert!(
+                    took >= Duration::from_millis(50) && took <= Duration::from_millis(100),
+                    "{asked}: {took:?}"
+                );
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
         async fn a_wait_longer_than_allowed_is_returned() {
             let answers = vec![Ok(rate_limited("600")), Ok(status(200))];
             let (out, attempts, took) = run(RetryConfig::default(), Method::GET, answers).await;
@@ -655,39 +735,79 @@ mod tests {
             assert_eq!(attempts, 1);
         }
 
-        #[tokio::test(start_paused = true)]
-        async fn a_skewed_401_is_retried_once_by_the_clients_policy_only() {
-            use crate::clock::FixedClock;
-            let answers = || vec![Ok(status(401)), Ok(status(401)), Ok(status(200))];
-            // The layer on its own has no skew tracking: a 401 is final.
-            let (_, attempts, _) = run(RetryConfig::default(), Method::GET, answers()).await;
-            assert_eq!(attempts, 1);
-            // The client's policy, with a skew beyond the threshold, re-signs once.
-            let skew = Arc::new(SkewTracker::new(
+        /// The client's skew re-sign, over a tracker that measured the server 60 s ahead.
+        fn skewed() -> Arc<SkewRetry> {
+            use crate::{Credentials, FixedClock, HmacCredentials, IdentityToken};
+            let tracker = Arc::new(SkewTracker::new(
                 Arc::new(FixedClock::new(0)),
                 Duration::from_secs(5),
+                Duration::from_secs(3600),
             ));
             let mut date = HeaderMap::new();
             date.insert(
                 http::header::DATE,
                 http::HeaderValue::from_static("Thu, 01 Jan 1970 00:01:00 GMT"),
             );
-            skew.observe(StatusCode::OK, &date, 0, 0);
-            assert!(skew.exceeds_threshold());
-            let (svc, mut handle) = stack(RetryPolicy::new(RetryConfig::default(), Some(skew)));
-            let call = tokio::spawn(svc.oneshot(req(Method::POST)));
+            tracker.observe(StatusCode::OK, &date, 0, 0);
+            assert!(tracker.exceeds_threshold());
+            let credentials = Credentials::new()
+                .with_hmac(HmacCredentials::new("t", "c2VjcmV0").expect("valid"))
+                .with_identity(IdentityToken::new("privy").expect("valid"));
+            Arc::new(SkewRetry {
+                tracker,
+                table: Arc::new(crate::RouteTable::limitless()),
+                credentials: credentials.into(),
+            })
+        }
+
+        /// A 401 to a request signed with the offset `signed_with`.
+        fn unauthorized(signed_with: i64) -> Response<Bytes> {
+            let mut resp = status(401);
+            resp.extensions_mut().insert(SignedWith(signed_with));
+            resp
+        }
+
+        /// The attempts `policy` makes for `req`, each answered `answer()`.
+        async fn attempts_with(
+            policy: RetryPolicy,
+            req: Request<Full<Bytes>>,
+            answer: impl Fn() -> Response<Bytes>,
+        ) -> usize {
+            let (svc, mut handle) = stack(policy);
+            let call = tokio::spawn(svc.oneshot(req));
             let mut attempts = 0;
-            for answer in answers() {
+            for _ in 0..3 {
                 let next = tokio::time::timeout(Duration::from_secs(60), handle.next_request());
                 let Ok(Some((_, send))) = next.await else {
                     break;
                 };
                 attempts += 1;
-                send.send_response(answer.expect("response"));
+                send.send_response(answer());
             }
             let out = call.await.expect("join").expect("response");
             assert_eq!(out.status(), StatusCode::UNAUTHORIZED);
-            assert_eq!(attempts, 2, "one re-signed retry, even for a POST");
+            attempts
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_skewed_401_is_re_signed_once_when_the_offset_moved_and_there_is_a_timestamp() {
+            // Without skew tracking a 401 is final.
+            let (_, attempts, _) =
+                run(RetryConfig::default(), Method::GET, vec![Ok(status(401))]).await;
+            assert_eq!(attempts, 1);
+            let policy = || RetryPolicy::new(RetryConfig::default(), Some(skewed()));
+            // An HMAC POST signed before the offset was measured: re-signed once.
+            assert_eq!(
+                attempts_with(policy(), req(Method::POST), || unauthorized(0)).await,
+                2
+            );
+            // Signed with the offset measured since: the clock is not the problem.
+            let same = || unauthorized(60_500);
+            assert_eq!(attempts_with(policy(), req(Method::POST), same).await, 1);
+            // A Privy request carries no timestamp: a corrected clock cannot help it.
+            let mut privy = req(Method::GET);
+            *privy.uri_mut() = "/auth/api-tokens/capabilities".parse().expect("uri");
+            assert_eq!(attempts_with(policy(), privy, || unauthorized(0)).await, 1);
         }
     }
 

@@ -144,6 +144,11 @@ impl Future for TransportFuture {
 /// The body of a transport's response: hyper's own, or a caller's transport's, boxed.
 pub(crate) type TransportBody = Either<hyper::body::Incoming, UnsyncBoxBody<Bytes, BoxError>>;
 
+/// How often an HTTP/2 connection is pinged, in use or idle.
+pub(crate) const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long an unanswered ping is waited for before the connection is dropped.
+pub(crate) const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The transport settings of a [`ClientBuilder`](super::ClientBuilder).
 #[derive(Clone, Debug)]
 pub(crate) struct TransportConfig {
@@ -152,6 +157,9 @@ pub(crate) struct TransportConfig {
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) pool_max_idle_per_host: usize,
     pub(crate) http2: bool,
+    pub(crate) http2_only: bool,
+    /// HTTP/2 PING interval and how long an unanswered one is waited for; `None`: no pings.
+    pub(crate) keep_alive: Option<(Duration, Duration)>,
 }
 
 impl Default for TransportConfig {
@@ -162,6 +170,8 @@ impl Default for TransportConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 128,
             http2: true,
+            http2_only: false,
+            keep_alive: Some((DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT)),
         }
     }
 }
@@ -185,7 +195,7 @@ impl TransportConfig {
                 .map_err(|e| Error::InvalidRequest(format!("TLS set-up failed: {e}")))?,
         };
         let tls = tls.https_or_http().enable_http1();
-        let https = if self.http2 {
+        let https = if self.http2 || self.http2_only {
             tls.enable_http2().wrap_connector(http)
         } else {
             tls.wrap_connector(http)
@@ -196,13 +206,20 @@ impl TransportConfig {
                 .timeout(self.connect_timeout)
                 .service(https),
         );
-        Ok(
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(self.pool_idle_timeout)
-                .pool_max_idle_per_host(self.pool_max_idle_per_host)
-                .build(connector),
-        )
+        let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            // Also the timer of HTTP/2 keep-alive pings.
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .http2_only(self.http2_only);
+        if let Some((interval, timeout)) = self.keep_alive {
+            builder
+                .http2_keep_alive_interval(interval)
+                .http2_keep_alive_timeout(timeout)
+                .http2_keep_alive_while_idle(true);
+        }
+        Ok(builder.build(connector))
     }
 }

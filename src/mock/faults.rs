@@ -17,6 +17,9 @@ pub enum Fault {
     Unavailable,
     /// Close the connection without answering.
     DropConnection,
+    /// Handle the request, then close the connection without answering: the request is
+    /// processed and its answer lost.
+    ProcessThenDrop,
     /// Wait, then handle the request normally.
     Delay(Duration),
     /// Answer with this response (a `date` header is added unless it has one).
@@ -60,6 +63,8 @@ pub(super) struct Faults {
 pub(super) enum Action {
     /// Close the connection without answering.
     Drop,
+    /// Handle the request, then close the connection without answering.
+    HandleThenDrop,
     /// Wait, then handle the request normally.
     Delay(Duration),
     /// Answer with this instead of handling the request.
@@ -70,6 +75,7 @@ impl Fault {
     pub(super) fn action(self) -> Action {
         match self {
             Self::DropConnection => Action::Drop,
+            Self::ProcessThenDrop => Action::HandleThenDrop,
             Self::Delay(d) => Action::Delay(d),
             Self::TooManyRequests {
                 retry_after,

@@ -404,6 +404,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
             state.keep(record);
             return Err(Dropped);
         }
+        Some(Action::HandleThenDrop) => {
+            let answer = state.route(&mut record);
+            record.status = Some(answer.status());
+            record.faulted = true;
+            state.keep(record);
+            return Err(Dropped);
+        }
         Some(Action::Delay(d)) => {
             tokio::time::sleep(d).await;
             state.route(&mut record)

@@ -81,7 +81,7 @@ impl Accepts {
     ];
 
     /// The set holding only `mode`.
-    pub const fn only(mode: AuthMode) -> Self {
+    pub(crate) const fn only(mode: AuthMode) -> Self {
         match mode {
             AuthMode::Hmac => Self::HMAC,
             AuthMode::Privy => Self::PRIVY,

@@ -370,4 +370,11 @@ fn accepts_reads_as_a_sentence() {
         "HMAC only (or none)"
     );
     assert_eq!(Accepts::ANONYMOUS.to_string(), "no authentication");
+    assert_eq!(
+        format!("{:?}", Accepts::PRIVY | Accepts::HMAC),
+        "Accepts(Privy or HMAC)"
+    );
+    // A union of sets that overlap holds each mode once.
+    assert_eq!(Accepts::DEFAULT | Accepts::HMAC, Accepts::DEFAULT);
+    assert!(!(Accepts::DEFAULT | Accepts::HMAC).contains(AuthMode::Privy));
 }

@@ -178,3 +178,5 @@ pub fn signature_matches(
     mac.update(&message);
     engine.encode(mac.finalize().into_bytes()) == signature
 }
+#[cfg(all(feature = "client", feature = "mock"))]
+pub mod h2raw;

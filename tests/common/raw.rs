@@ -42,6 +42,8 @@ impl RawRequest {
 pub enum Answer {
     /// Status and JSON body, keep-alive.
     Json(u16, String),
+    /// The same, with these headers.
+    JsonWith(u16, Vec<(&'static str, String)>, String),
     /// Answers 200 right after the head, without reading the body, then never reads again.
     EarlyAndStall,
 }
@@ -200,12 +202,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         req.body = buf.drain(..length).collect();
-        let Answer::Json(status, body) = handler(&req) else {
-            return;
+        let (status, headers, body) = match handler(&req) {
+            Answer::Json(status, body) => (status, Vec::new(), body),
+            Answer::JsonWith(status, headers, body) => (status, headers, body),
+            Answer::EarlyAndStall => return,
         };
         stats.requests.lock().expect("lock").push(req);
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let reply = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
             body.len()
         );
         if stream.write_all(reply.as_bytes()).await.is_err() {

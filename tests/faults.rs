@@ -1,0 +1,412 @@
+//! The client under faults, against raw servers on 127.0.0.1: an HTTP/2 connection that stops
+//! answering, a GOAWAY that keeps only some streams, REFUSED_STREAM, one stream at a time, a cold
+//! burst, a poisoned `Date`, a server that always answers 401 with a skewed `Date`, and a revoke
+//! whose first answer is lost. No POST is processed twice.
+#![cfg(all(feature = "client", feature = "mock"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::h2raw::{self, Behaviour};
+use http::{Method, StatusCode};
+use limitless_auth::client::{Client, ClientBuilder, Error, RetryConfig};
+use limitless_auth::{Credentials, HmacCredentials};
+
+const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn hmac() -> HmacCredentials {
+    HmacCredentials::new("token-1", SECRET).expect("valid")
+}
+
+/// A client speaking HTTP/2 with prior knowledge to `addr`, retrying quickly.
+fn h2_client(addr: std::net::SocketAddr) -> ClientBuilder {
+    Client::builder()
+        .base_url(format!("http://{addr}"))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .http2_only(true)
+        .retry(RetryConfig {
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            ..RetryConfig::default()
+        })
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_stops_answering_is_abandoned_for_a_new_one() {
+    let (addr, seen) = h2raw::serve(|connection| match connection {
+        0 => Behaviour::SilentAfter(3),
+        _ => Behaviour::Answer,
+    })
+    .await;
+    let client = h2_client(addr)
+        .http2_keep_alive(Some(Duration::from_millis(200)), Duration::from_millis(300))
+        .timeout(Some(Duration::from_secs(30)))
+        .build()
+        .expect("client");
+    for _ in 0..3 {
+        let resp = client
+            .request(Method::GET, "/orders", None)
+            .await
+            .expect("answered");
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    let started = Instant::now();
+    let resp = client
+        .request(Method::GET, "/orders", None)
+        .await
+        .expect("answered on a new connection");
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}: found dead by its unanswered PING, not by the 30 s attempt timeout",
+        started.elapsed()
+    );
+    let processed = seen.processed();
+    assert_eq!(processed.len(), 4);
+    assert_eq!(
+        processed[3].connection, 1,
+        "the fourth went over a new connection"
+    );
+}
+
+/// Sends `n` POSTs at once, each with a body naming it; returns their results by name.
+async fn post_burst(client: &Client, n: usize) -> HashMap<String, Result<StatusCode, Error>> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let body = Bytes::from(format!(r#"{{"order":"o-{i}"}}"#));
+                let r = client
+                    .request(Method::POST, "/orders", Some(body.clone()))
+                    .await;
+                (
+                    String::from_utf8_lossy(&body).into_owned(),
+                    r.map(|r| r.status),
+                )
+            })
+        })
+        .collect();
+    let mut out = HashMap::new();
+    for call in calls {
+        let (name, result) = call.await.expect("join");
+        out.insert(name, result);
+    }
+    out
+}
+
+/// Each POST body of `results` processed exactly once by the server.
+fn processed_once(seen: &h2raw::Seen, results: &HashMap<String, Result<StatusCode, Error>>) {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for p in seen.processed() {
+        *count
+            .entry(String::from_utf8_lossy(&p.body).into_owned())
+            .or_default() += 1;
+    }
+    for (name, result) in results {
+        assert_eq!(
+            result.as_ref().ok(),
+            Some(&StatusCode::OK),
+            "{name}: {result:?}"
+        );
+        assert_eq!(count.get(name), Some(&1), "{name} processed once");
+    }
+}
+
+#[tokio::test]
+async fn posts_above_a_goaways_last_stream_are_sent_again_and_processed_once() {
+    // 30 POSTs on streams 1, 3, …, 59; the server keeps those up to 17 and refuses the rest.
+    let (addr, seen) = h2raw::serve(|connection| match connection {
+        0 => Behaviour::GoAway {
+            requests: 30,
+            last: 17,
+        },
+        _ => Behaviour::Answer,
+    })
+    .await;
+    let client = h2_client(addr).build().expect("client");
+    let results = post_burst(&client, 30).await;
+    assert_eq!(results.len(), 30);
+    processed_once(&seen, &results);
+    let first = seen
+        .processed()
+        .iter()
+        .filter(|p| p.connection == 0)
+        .count();
+    assert_eq!(
+        first, 9,
+        "streams 1 to 17 were processed on the first connection"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_sent_again_whatever_its_method() {
+    let (addr, seen) = h2raw::serve(|_| Behaviour::Refuse(1)).await;
+    let client = h2_client(addr).build().expect("client");
+    let results = post_burst(&client, 1).await;
+    processed_once(&seen, &results);
+    assert_eq!(seen.streams.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn without_retries_a_refused_stream_says_it_was_not_processed() {
+    let (addr, _) = h2raw::serve(|_| Behaviour::Refuse(1)).await;
+    let client = h2_client(addr)
+        .retry(RetryConfig::disabled())
+        .build()
+        .expect("client");
+    let err = client
+        .request(Method::POST, "/orders", Some(Bytes::from_static(b"{}")))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, Error::NotProcessed(_)), "{err:?}");
+    assert!(
+        err.is_local() && !err.may_have_been_sent(),
+        "safe to send again"
+    );
+}
+
+#[tokio::test]
+async fn one_stream_at_a_time_serves_every_request_once() {
+    let (addr, seen) = h2raw::serve(|_| Behaviour::OneAtATime(Duration::from_millis(5))).await;
+    let client = h2_client(addr).build().expect("client");
+    let results = post_burst(&client, 8).await;
+    processed_once(&seen, &results);
+}
+
+#[tokio::test]
+async fn a_cold_burst_to_an_http2_only_origin_opens_one_connection() {
+    let (addr, accepted) = common::raw::tls_server(&[b"h2"]).await;
+    let client = Client::builder()
+        .base_url(format!("https://localhost:{}", addr.port()))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .tls_config(common::raw::client_tls())
+        .http2_only(true)
+        .build()
+        .expect("client");
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.request(Method::GET, "/orders", None).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(
+            call.await.expect("join").expect("ok").status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one TLS handshake for a hundred requests, none of them warmed up"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_the_client_does_not_trust_is_not_tried_again() {
+    let (addr, accepted) = common::raw::tls_server(&[b"h2", b"http/1.1"]).await;
+    // The web PKI roots: the test CA is not among them.
+    let client = Client::builder()
+        .base_url(format!("https://localhost:{}", addr.port()))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .build()
+        .expect("client");
+    let err = client
+        .request(Method::GET, "/orders", None)
+        .await
+        .expect_err("untrusted");
+    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert!(err.is_local());
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one attempt"
+    );
+}
+
+mod against_the_mock {
+    use super::*;
+    use limitless_auth::mock::{
+        Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET,
+    };
+    use limitless_auth::{FixedClock, IdentityToken};
+
+    /// 2026-03-30T12:00:00.000Z
+    const T: i64 = 1_774_872_000_000;
+
+    fn partner() -> HmacCredentials {
+        HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid")
+    }
+
+    fn date(text: &'static str) -> Fault {
+        Fault::Respond {
+            status: StatusCode::OK,
+            headers: vec![
+                (http::header::DATE, http::HeaderValue::from_static(text)),
+                (
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                ),
+            ],
+            body: Bytes::from_static(b"[]"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_wild_date_neither_redates_signatures_nor_expires_a_valid_identity_token() {
+        let clock = FixedClock::new(T);
+        let mock = MockServer::builder()
+            .clock(clock.clone())
+            .start()
+            .await
+            .expect("mock");
+        // An identity token valid for the next hour.
+        let token = mock
+            .mint_identity(PARTNER_IDENTITY, Duration::from_secs(3600))
+            .expect("minted");
+        let client = Client::builder()
+            .base_url(mock.base_url())
+            .clock(clock)
+            .credentials(
+                Credentials::new()
+                    .with_hmac(partner())
+                    .with_identity(IdentityToken::new(token).expect("valid")),
+            )
+            .build()
+            .expect("client");
+        mock.inject(date("Fri, 01 Jan 2100 00:00:00 GMT"));
+        client.list_tokens().await.expect("answered");
+        assert_eq!(
+            client.clock_offset_millis(),
+            0,
+            "one wild Date is not believed"
+        );
+        client
+            .capabilities()
+            .await
+            .expect("the identity token is still valid");
+        client
+            .list_tokens()
+            .await
+            .expect("signed with the right time");
+        let seen = mock.requests();
+        assert!(
+            seen[1..].iter().all(|r| r.status == Some(StatusCode::OK)),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoke_whose_answer_was_lost_is_done_not_failed() {
+        let mock = MockServer::start().await.expect("mock");
+        let privy = Client::builder()
+            .base_url(mock.base_url())
+            .credentials(
+                Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("t")),
+            )
+            .build()
+            .expect("client");
+        let doomed = privy
+            .derive_token(Some("doomed"), None)
+            .await
+            .expect("derived");
+        let client = Client::builder()
+            .base_url(mock.base_url())
+            .credentials(Credentials::new().with_hmac(partner()))
+            .retry(RetryConfig {
+                initial_backoff: Duration::from_millis(1),
+                ..RetryConfig::default()
+            })
+            .build()
+            .expect("client");
+        // The first DELETE is processed; its answer never comes.
+        mock.inject(Fault::ProcessThenDrop);
+        let message = client
+            .revoke_token(&doomed.token_id)
+            .await
+            .expect("revoked, whatever became of the first answer");
+        assert_eq!(message, Client::ALREADY_REVOKED);
+        let deletes: Vec<_> = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == Method::DELETE)
+            .collect();
+        assert_eq!(deletes.len(), 2);
+        assert_eq!(
+            deletes[0].status,
+            Some(StatusCode::OK),
+            "the first was processed"
+        );
+        assert_eq!(deletes[1].status, Some(StatusCode::BAD_REQUEST));
+        // A token that never existed is still an error.
+        let err = client.revoke_token("never-was").await.expect_err("unknown");
+        assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_always_answers_401_with_a_skewed_date_costs_one_re_sign() {
+        let ahead =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(300));
+        let handler: common::raw::Handler = std::sync::Arc::new(move |_req| {
+            common::raw::Answer::JsonWith(
+                401,
+                vec![("date", ahead.clone())],
+                r#"{"message":"Invalid signature"}"#.into(),
+            )
+        });
+        let (addr, stats) = common::raw::serve(handler).await;
+        let client = Client::builder()
+            .base_url(format!("http://{addr}"))
+            .credentials(Credentials::new().with_hmac(partner()))
+            .build()
+            .expect("client");
+        let post = || client.request(Method::POST, "/orders", Some(Bytes::from_static(b"{}")));
+        assert_eq!(
+            post().await.expect("answered").status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            stats.requests().len(),
+            2,
+            "signed once more with the measured offset"
+        );
+        assert_eq!(
+            post().await.expect("answered").status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            stats.requests().len(),
+            3,
+            "already signed with that offset: not sent again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_privy_request_refused_401_is_sent_again_once_with_a_fresh_token() {
+        let ahead =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(300));
+        let handler: common::raw::Handler = std::sync::Arc::new(move |_req| {
+            common::raw::Answer::JsonWith(
+                401,
+                vec![("date", ahead.clone())],
+                r#"{"message":"Requires Privy authentication"}"#.into(),
+            )
+        });
+        let (addr, stats) = common::raw::serve(handler).await;
+        let client = Client::builder()
+            .base_url(format!("http://{addr}"))
+            .identity_source(|| async { Ok(IdentityToken::new("fresh")?) })
+            .build()
+            .expect("client");
+        let err = client.capabilities().await.expect_err("refused");
+        assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            stats.requests().len(),
+            2,
+            "no timestamp to re-sign: one more send, after one refresh"
+        );
+    }
+}
