@@ -643,3 +643,38 @@ where
         .await
         .expect("signed");
 }
+
+/// The client's own steps decide with the table its stack decides with: a route a custom table
+/// makes Privy-only gets a token from the identity source.
+#[tokio::test]
+async fn the_identity_source_follows_a_custom_route_table() {
+    let mock = MockServer::start().await.expect("mock");
+    let table = limitless_auth::RouteTable::limitless()
+        .with_route(
+            Some(http::Method::GET),
+            "/markets/active",
+            limitless_auth::Accepts::PRIVY,
+        )
+        .expect("valid");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let client = builder(&mock)
+        .routes(table)
+        .identity_source(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok(IdentityToken::new(PARTNER_IDENTITY)?) }
+        })
+        .build()
+        .expect("client");
+    let resp = client
+        .request(http::Method::GET, "/markets/active", None)
+        .await
+        .expect("sent");
+    assert!(resp.is_success());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let seen = mock.requests();
+    assert_eq!(
+        seen[0].headers["identity"],
+        format!("Bearer {PARTNER_IDENTITY}").as_str()
+    );
+}

@@ -66,3 +66,6 @@ pub(crate) fn refused(e: PolicyError) -> BoxError {
     tracing::debug!(error = %e, "refused by the route policy");
     e.into()
 }
+
+#[cfg(test)]
+mod tests;
