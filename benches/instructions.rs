@@ -19,6 +19,11 @@
 //! - the same with 64 requests in flight: `signed_floor_64`, `client_64` (give repetition
 //!   counts that are multiples of 64, such as 640 and 1,920).
 //!
+//! - with the `reqwest` feature, one GET at a time over reqwest to the mock, as above:
+//!   `reqwest_floor` (plain reqwest, signed inline), `reqwest_auth` (reqwest-middleware with
+//!   `AuthMiddleware`), `reqwest_middleware_floor` (reqwest-middleware with no middleware, the
+//!   request signed inline), `reqwest_bare` (plain reqwest, unsigned; reference).
+//!
 //! Without arguments (as `cargo bench` runs it) it does nothing.
 
 mod common;
@@ -72,9 +77,9 @@ fn layers(case: &str, n: u64) {
     }
 }
 
-/// The client benchmark's cases, `n` requests, `in_flight` at a time, client and mock on one
-/// thread.
-fn loopback(case: &str, n: u64, in_flight: u64) {
+/// Runs `f` on a current-thread runtime with a mock that records nothing, given the partner
+/// token and its id as a header value.
+fn on_mock(f: impl AsyncFnOnce(MockServer, HmacCredentials, http::HeaderValue)) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,13 +91,21 @@ fn loopback(case: &str, n: u64, in_flight: u64) {
             .await
             .expect("mock");
         let creds = HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid");
+        let token_id = http::HeaderValue::from_str(PARTNER_TOKEN_ID).expect("visible ASCII");
+        f(mock, creds, token_id).await;
+    });
+}
+
+/// The client benchmark's cases, `n` requests, `in_flight` at a time, client and mock on one
+/// thread.
+fn loopback(case: &str, n: u64, in_flight: u64) {
+    on_mock(async |mock, creds, token_id| {
         let client = Client::builder()
             .base_url(mock.base_url())
             .credentials(Credentials::new().with_hmac(creds.clone()))
             .build()
             .expect("client");
         let transport = common::transport();
-        let token_id = http::HeaderValue::from_str(PARTNER_TOKEN_ID).expect("visible ASCII");
         let uri: Uri = format!("{}/markets/active", mock.base_url())
             .parse()
             .expect("uri");
@@ -119,6 +132,64 @@ fn loopback(case: &str, n: u64, in_flight: u64) {
     });
 }
 
+/// The reqwest floor: a body-less request signed inline, as `sign_inline` signs one for
+/// hyper-util.
+#[cfg(feature = "reqwest")]
+fn sign_reqwest_inline(
+    req: &mut reqwest::Request,
+    creds: &HmacCredentials,
+    token_id: &http::HeaderValue,
+) {
+    use limitless_auth::headers::{LMTS_API_KEY, LMTS_SIGNATURE, LMTS_TIMESTAMP};
+    use limitless_auth::{Clock as _, SystemClock, Timestamp};
+    let ts = Timestamp::from_unix_millis(SystemClock.now_millis()).expect("clock");
+    let url = req.url();
+    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let sig = creds.sign(ts.as_str(), req.method().as_str(), target, b"");
+    let h = req.headers_mut();
+    h.insert(LMTS_API_KEY, token_id.clone());
+    h.insert(
+        LMTS_TIMESTAMP,
+        http::HeaderValue::from_str(ts.as_str()).expect("ascii"),
+    );
+    h.insert(
+        LMTS_SIGNATURE,
+        http::HeaderValue::from_str(sig.as_str()).expect("ascii"),
+    );
+}
+
+/// The reqwest cases, `n` requests one at a time, client and mock on one thread.
+#[cfg(feature = "reqwest")]
+fn over_reqwest(case: &str, n: u64) {
+    on_mock(async |mock, creds, token_id| {
+        let url = format!("{}/markets/active", mock.base_url());
+        let plain = reqwest::Client::new();
+        let empty = reqwest_middleware::ClientBuilder::new(plain.clone()).build();
+        let with_auth = reqwest_middleware::ClientBuilder::new(plain.clone())
+            .with(limitless_auth::reqwest::AuthMiddleware::new(
+                Credentials::new().with_hmac(creds.clone()),
+            ))
+            .build();
+        for _ in 0..n {
+            let resp = match case {
+                "reqwest_auth" => with_auth.get(&url).send().await.expect("response"),
+                "reqwest_bare" => plain.get(&url).send().await.expect("response"),
+                "reqwest_middleware_floor" => {
+                    let mut req = plain.get(&url).build().expect("request");
+                    sign_reqwest_inline(&mut req, &creds, &token_id);
+                    empty.execute(req).await.expect("response")
+                }
+                _ => {
+                    let mut req = plain.get(&url).build().expect("request");
+                    sign_reqwest_inline(&mut req, &creds, &token_id);
+                    plain.execute(req).await.expect("response")
+                }
+            };
+            std::hint::black_box(resp.bytes().await.expect("body"));
+        }
+    });
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let (Some(case), Some(n)) = (args.next(), args.next()) else {
@@ -129,6 +200,10 @@ fn main() {
         "signed_floor" | "client" => loopback(&case, n, 1),
         "signed_floor_64" | "client_64" => loopback(&case, n, 64),
         "decide_get" | "decide_post" => decisions(&case, n),
+        #[cfg(feature = "reqwest")]
+        "reqwest_floor" | "reqwest_middleware_floor" | "reqwest_auth" | "reqwest_bare" => {
+            over_reqwest(&case, n)
+        }
         _ => layers(&case, n),
     }
 }

@@ -35,6 +35,17 @@ pub enum SigningError {
         /// The request-target.
         target: String,
     },
+    /// The body is a stream: a signed request needs its exact bytes before it is sent.
+    #[error(
+        "{method} {path}: the body is a stream, and a signed request needs its exact bytes; \
+         buffer it (a body made from bytes); nothing was sent"
+    )]
+    StreamingBody {
+        /// The request's method.
+        method: Method,
+        /// The request's path (without the query).
+        path: String,
+    },
     /// The clock reads a time outside what the timestamp format can express.
     #[error("cannot sign: {0}; nothing was sent")]
     Clock(#[from] TimestampError),

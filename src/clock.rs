@@ -97,14 +97,14 @@ impl Clock for FixedClock {
 /// The client uses it to sign with the server's time once it has measured the difference
 /// between the two clocks. Clones share the offset, so a measurement made by one clone of a
 /// client corrects every other clone.
-#[cfg(any(feature = "client", feature = "mock"))]
+#[cfg(any(feature = "client", feature = "mock", feature = "reqwest"))]
 #[derive(Clone, Debug)]
 pub(crate) struct OffsetClock<C = SystemClock> {
     base: C,
     offset: Arc<AtomicI64>,
 }
 
-#[cfg(any(feature = "client", feature = "mock"))]
+#[cfg(any(feature = "client", feature = "mock", feature = "reqwest"))]
 impl<C: Clock> OffsetClock<C> {
     /// Wraps `base` with an offset of zero.
     pub(crate) fn new(base: C) -> Self {
@@ -130,7 +130,7 @@ impl<C: Clock> OffsetClock<C> {
     }
 }
 
-#[cfg(any(feature = "client", feature = "mock"))]
+#[cfg(any(feature = "client", feature = "mock", feature = "reqwest"))]
 impl<C: Clock> Clock for OffsetClock<C> {
     #[inline]
     fn now_millis(&self) -> i64 {
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(a.now_millis(), -3);
     }
 
-    #[cfg(any(feature = "client", feature = "mock"))]
+    #[cfg(any(feature = "client", feature = "mock", feature = "reqwest"))]
     #[test]
     fn offset_clock_clones_share_offset_and_saturate() {
         let c = OffsetClock::new(FixedClock::new(i64::MAX - 1));

@@ -50,8 +50,14 @@ mod layer;
 #[cfg(feature = "mock")]
 pub mod mock;
 mod policy;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 mod scope;
+#[cfg(any(feature = "client", feature = "reqwest"))]
+mod scope_guard;
 mod sign;
+#[cfg(any(feature = "client", feature = "reqwest"))]
+mod skew;
 #[cfg(any(feature = "client", feature = "mock"))]
 pub mod types;
 
@@ -104,6 +110,6 @@ pub mod headers {
 }
 
 /// The README's examples, compiled as doctests.
-#[cfg(all(doctest, feature = "client"))]
+#[cfg(all(doctest, feature = "client", feature = "reqwest"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -13,11 +13,12 @@ use tower_layer::Layer as _;
 use tower_service::Service;
 
 use super::holder::{Holder, IdentityFuture, IdentitySource};
-use super::observe::{Observe, SkewTracker};
+use super::observe::Observe;
 use super::retry::{RetryConfig, RetryPolicy, SkewRetry};
 use super::transport::{Transport, TransportConfig};
 use super::url::{BaseUrl, redact_url};
 use super::{Client, DEFAULT_BASE_URL, DEFAULT_RESPONSE_LIMIT, Error, Inner, USER_AGENT};
+use crate::skew::SkewTracker;
 use crate::{
     AuthLayer, BoxError, Clock, Credentials, DEFAULT_BODY_LIMIT, IdentityToken, RouteTable, Scope,
     SharedCredentials, SystemClock,

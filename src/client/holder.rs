@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Error;
+use crate::scope_guard::{self, ScopeGuard};
 use crate::{BoxError, HmacCredentials, IdentityToken, Scope, SharedCredentials};
 
 /// The future of an identity source.
@@ -23,11 +24,9 @@ pub(crate) struct Holder {
     pub(crate) shared: SharedCredentials,
     source: Option<IdentitySource>,
     margin: Duration,
-    deny: Vec<Scope>,
+    guard: ScopeGuard,
     /// Held while the identity source runs.
     refreshing: tokio::sync::Mutex<()>,
-    /// Held while the token's scopes are learned.
-    learning: tokio::sync::Mutex<()>,
 }
 
 impl Holder {
@@ -41,16 +40,15 @@ impl Holder {
             shared,
             source,
             margin,
-            deny,
+            guard: ScopeGuard::new(deny),
             refreshing: tokio::sync::Mutex::new(()),
-            learning: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Whether a request may need the holder's steps (a refresh, the scope guard) before it is
     /// sent.
     pub(crate) fn has_steps(&self) -> bool {
-        self.source.is_some() || !self.deny.is_empty()
+        self.source.is_some() || self.guard.denies()
     }
 
     /// Whether identity tokens are refreshed from a source.
@@ -60,7 +58,7 @@ impl Holder {
 
     /// Whether HMAC tokens holding some scopes are refused.
     pub(crate) fn denies(&self) -> bool {
-        !self.deny.is_empty()
+        self.guard.denies()
     }
 
     /// Whether `token` (`None`: there is none) is to be refreshed before a request sent at
@@ -96,9 +94,8 @@ impl Holder {
         Ok(())
     }
 
-    /// `hmac` with its scopes: as known, or learned once by `learn` (single-flight: requests
-    /// that need them at the same time wait for one answer). With `keep`, learned scopes are
-    /// kept with the holder's token if it is still `hmac`.
+    /// `hmac` with its scopes: as known, or learned once by `learn` (see
+    /// [`ScopeGuard::scoped`]); a failure to learn them is [`Error::ScopesUnknown`].
     pub(crate) async fn scoped<F, Fut>(
         &self,
         hmac: HmacCredentials,
@@ -109,34 +106,18 @@ impl Holder {
         F: FnOnce(HmacCredentials) -> Fut,
         Fut: Future<Output = Result<Vec<Scope>, Error>>,
     {
-        if hmac.scopes().is_some() {
-            return Ok(hmac);
-        }
-        let _single_flight = self.learning.lock().await;
-        if keep {
-            let current = self.shared.load();
-            let learned = current
-                .hmac
-                .as_ref()
-                .filter(|h| h.token_id() == hmac.token_id() && h.scopes().is_some());
-            if let Some(learned) = learned {
-                return Ok(learned.clone());
-            }
-        }
-        let scopes = learn(hmac.clone())
-            .await
-            .map_err(|e| Error::ScopesUnknown(Box::new(e)))?;
-        if keep {
-            self.keep_scopes(&hmac, &scopes);
-        }
-        Ok(hmac.with_scopes(scopes))
+        let learn = |h| async {
+            learn(h)
+                .await
+                .map_err(|e| Error::ScopesUnknown(Box::new(e)))
+        };
+        self.guard.scoped(&self.shared, hmac, keep, learn).await
     }
 
     /// Refuses `hmac` when it is known to hold a denied scope (its scopes are known: see
     /// [`Holder::scoped`]).
     pub(crate) fn check_denied(&self, hmac: &HmacCredentials) -> Result<(), Error> {
-        let held = hmac.scopes().unwrap_or_default();
-        match self.deny.iter().find(|d| held.contains(d)) {
+        match self.guard.denied(hmac) {
             Some(denied) => Err(Error::ScopeDenied {
                 scope: denied.clone(),
                 token: hmac.token_hint(),
@@ -148,10 +129,6 @@ impl Holder {
     /// Keeps `scopes` with the holder's HMAC token, if it is still `hmac` (a rotation may have
     /// replaced it meanwhile).
     pub(crate) fn keep_scopes(&self, hmac: &HmacCredentials, scopes: &[Scope]) {
-        let scoped = hmac.with_scopes(scopes.iter().cloned());
-        self.shared.update(|c| match &c.hmac {
-            Some(h) if h.token_id() == hmac.token_id() => c.clone().with_hmac(scoped.clone()),
-            _ => c.clone(),
-        });
+        scope_guard::keep_scopes(&self.shared, hmac, scopes);
     }
 }

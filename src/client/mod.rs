@@ -75,11 +75,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::ServiceExt as _;
 
+use crate::skew::SkewTracker;
 pub use builder::ClientBuilder;
 pub use error::{Error, RawBody, RotationStep};
 use holder::Holder;
+use observe::Observe;
 pub use observe::RequestTimeout;
-use observe::{Observe, SkewTracker};
 pub use response::ApiResponse;
 pub use retry::RetryConfig;
 use retry::{RetryPolicy, copy_request};

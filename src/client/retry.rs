@@ -12,8 +12,9 @@ use http_body_util::Full;
 use tower::retry::Policy;
 
 use super::error::{Error, is_certificate_error};
-use super::observe::{AGREEMENT_MS, SignedWith, SkewTracker};
+use super::observe::SignedWith;
 use crate::clock::{Clock as _, SystemClock};
+use crate::skew::{AGREEMENT_MS, SkewTracker};
 use crate::{Credential, RouteTable, SharedCredentials};
 
 /// How the client retries: see the table in the [client's docs](super#retries).

@@ -88,6 +88,9 @@ impl State {
                     message(StatusCode::OK, "Withdrawal address removed")
                 }),
             ("GET", ["auth", "api-tokens"]) => self.hmac(rec, true, |s, _, who| s.list(who)),
+            ("GET", ["portfolio", "positions"]) => self.hmac(rec, true, |_, _, _| {
+                json_response(StatusCode::OK, &json!([]))
+            }),
             ("DELETE", ["auth", "api-tokens", _]) if !param(2).is_empty() => {
                 let id = percent_encoding::percent_decode_str(param(2))
                     .decode_utf8_lossy()

@@ -19,7 +19,8 @@
 //!
 //! Routes: `GET /auth/api-tokens/capabilities`, `POST /auth/api-tokens/derive`,
 //! `POST /portfolio/withdrawal-addresses`, `DELETE /portfolio/withdrawal-addresses/{address}`
-//! (Privy only); `GET /auth/api-tokens`, `DELETE /auth/api-tokens/{tokenId}`, `POST /orders`,
+//! (Privy only); `GET /auth/api-tokens`, `DELETE /auth/api-tokens/{tokenId}`,
+//! `GET /portfolio/positions`, `POST /orders`,
 //! `DELETE /orders/{orderId}` (HMAC or the legacy key); `/profiles/partner-accounts/**` (HMAC
 //! only); `GET /markets/active` (public). Anything else is 404.
 //!

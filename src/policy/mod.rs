@@ -17,7 +17,7 @@ use std::ops::BitOr;
 
 use http::{Extensions, HeaderName, Method};
 
-#[cfg(feature = "tracing")]
+#[cfg(any(feature = "tracing", feature = "reqwest"))]
 pub(crate) use error::display_path;
 pub use error::{PolicyError, RouteError};
 pub use prefix::RoutePrefix;

@@ -1,0 +1,562 @@
+//! The reqwest front door against the embedded mock (plain HTTP on 127.0.0.1): the same
+//! decisions as the tower layers, signatures over the target reqwest sends, streams refused
+//! where they would have to be signed, and every attempt below a retry middleware signed afresh.
+#![cfg(all(feature = "reqwest", feature = "mock"))]
+
+mod common;
+
+use std::collections::HashSet;
+
+use http::{Method, StatusCode};
+use limitless_auth::mock::{
+    Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET, RecordedRequest,
+};
+use limitless_auth::reqwest::{AuthMiddleware, ScopeError};
+use limitless_auth::{
+    Credentials, HmacCredentials, IdentityToken, PolicyError, Scope, SharedCredentials,
+    SigningError,
+};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+
+fn partner() -> HmacCredentials {
+    HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid")
+}
+
+fn both() -> Credentials {
+    Credentials::new()
+        .with_hmac(partner())
+        .with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
+}
+
+fn client(creds: impl Into<SharedCredentials>) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::new(creds))
+        .build()
+}
+
+/// Whether `rec` carries a signature of the partner token that verifies, computed
+/// independently of the crate.
+fn verifies(rec: &RecordedRequest) -> bool {
+    let text = |n: &str| rec.headers[n].to_str().unwrap_or_default().to_owned();
+    rec.headers["lmts-api-key"] == PARTNER_TOKEN_ID
+        && common::signature_matches(
+            PARTNER_TOKEN_SECRET,
+            &text("lmts-timestamp"),
+            rec.method.as_str(),
+            &rec.target,
+            &rec.body,
+            &text("lmts-signature"),
+        )
+}
+
+/// The refusal a request failed with.
+fn refusal(err: &reqwest_middleware::Error) -> &(dyn std::error::Error + 'static) {
+    match err {
+        reqwest_middleware::Error::Middleware(e) => e.as_ref(),
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn capabilities_with_both_credentials_carry_the_identity_token_only() {
+    let mock = MockServer::start().await.expect("mock");
+    let resp = client(both())
+        .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
+        .header("lmts-signature", "set by the caller")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = mock.requests();
+    let h = &seen[0].headers;
+    assert_eq!(h["identity"], format!("Bearer {PARTNER_IDENTITY}").as_str());
+    assert!(
+        h.keys()
+            .all(|k| !k.as_str().starts_with("lmts-") && k != "x-api-key")
+    );
+}
+
+#[tokio::test]
+async fn positions_and_a_512_byte_order_verify() {
+    let mock = MockServer::start().await.expect("mock");
+    let c = client(both());
+    let resp = c
+        .get(format!("{}/portfolio/positions", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let order = format!(r#"{{"order":"{}"}}"#, "x".repeat(500));
+    assert_eq!(order.len(), 512);
+    let resp = c
+        .post(format!("{}/orders", mock.base_url()))
+        .header("content-type", "application/json")
+        .body(order.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    for rec in &seen {
+        assert_eq!(
+            rec.signature_valid,
+            Some(true),
+            "{} {}",
+            rec.method,
+            rec.target
+        );
+        assert!(verifies(rec));
+    }
+    assert_eq!(seen[1].body.as_ref(), order.as_bytes());
+}
+
+#[tokio::test]
+async fn a_query_is_signed_as_reqwest_encodes_it_on_the_wire() {
+    let mock = MockServer::start().await.expect("mock");
+    let resp = client(both())
+        .get(format!(
+            "{}/portfolio/positions?q=a b&name=é",
+            mock.base_url()
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = mock.requests();
+    assert_eq!(seen[0].target, "/portfolio/positions?q=a%20b&name=%C3%A9");
+    assert_eq!(seen[0].signature_valid, Some(true));
+    assert!(verifies(&seen[0]));
+}
+
+#[tokio::test]
+async fn a_stream_is_refused_where_it_would_be_signed_and_passes_where_not() {
+    let mock = MockServer::start().await.expect("mock");
+    let c = client(both());
+    let err = c
+        .post(format!("{}/orders", mock.base_url()))
+        .body(reqwest::Body::wrap(String::from(r#"{"side":"BUY"}"#)))
+        .send()
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            refusal(&err).downcast_ref::<SigningError>(),
+            Some(SigningError::StreamingBody { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("buffer it"), "{err}");
+    assert_eq!(mock.arrivals(), 0, "nothing was sent");
+    // A Privy route is not signed: the stream goes as it is.
+    let resp = c
+        .post(format!(
+            "{}/portfolio/withdrawal-addresses",
+            mock.base_url()
+        ))
+        .body(reqwest::Body::wrap(String::from(r#"{"address":"0xab"}"#)))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.as_ref(), br#"{"address":"0xab"}"#);
+}
+
+#[tokio::test]
+async fn a_missing_identity_is_refused_with_nothing_sent() {
+    let mock = MockServer::start().await.expect("mock");
+    let err = client(Credentials::new().with_hmac(partner()))
+        .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
+        .send()
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        refusal(&err).downcast_ref::<PolicyError>(),
+        Some(PolicyError::MissingCredential { .. })
+    ));
+    assert_eq!(
+        err.to_string(),
+        "GET /auth/api-tokens/capabilities accepts Privy only, but no Privy identity token \
+         (LIMITLESS_IDENTITY_TOKEN) is configured; nothing was sent"
+    );
+    assert_eq!(mock.arrivals(), 0);
+}
+
+#[tokio::test]
+async fn a_token_known_to_lack_a_scope_is_refused_as_by_the_client() {
+    let mock = MockServer::start().await.expect("mock");
+    let no_trading = partner().with_scopes([Scope::AccountCreation]);
+    let err = client(Credentials::new().with_hmac(no_trading))
+        .post(format!("{}/orders", mock.base_url()))
+        .body(r#"{"side":"BUY"}"#)
+        .send()
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        refusal(&err).downcast_ref::<PolicyError>(),
+        Some(PolicyError::MissingScope {
+            scope: Scope::Trading,
+            ..
+        })
+    ));
+    assert_eq!(mock.arrivals(), 0);
+}
+
+fn guarded(creds: impl Into<SharedCredentials>, deny: Scope) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::new(creds).deny_scopes([deny]))
+        .build()
+}
+
+/// How many requests reached `path` on the mock.
+fn count(mock: &MockServer, path: &str) -> usize {
+    mock.requests().iter().filter(|r| r.path() == path).count()
+}
+
+#[tokio::test]
+async fn denied_scopes_are_learned_once_single_flight_and_kept() {
+    let mock = MockServer::start().await.expect("mock");
+    // The seeded token holds trading, account_creation and delegated_signing.
+    let shared = SharedCredentials::new(Credentials::new().with_hmac(partner()));
+    let bot = guarded(shared.clone(), Scope::Withdrawal);
+    let url = format!("{}/portfolio/positions", mock.base_url());
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (bot, url) = (bot.clone(), url.clone());
+            tokio::spawn(async move { bot.get(url).send().await })
+        })
+        .collect();
+    for call in calls {
+        let resp = call.await.expect("join").expect("allowed");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert_eq!(count(&mock, "/auth/api-tokens"), 1, "learned once");
+    assert_eq!(count(&mock, "/portfolio/positions"), 20);
+    assert!(
+        mock.requests().iter().all(verifies),
+        "learning request included"
+    );
+    let mut kept = shared
+        .load()
+        .hmac
+        .as_ref()
+        .and_then(|h| h.scopes())
+        .map(<[Scope]>::to_vec);
+    if let Some(k) = kept.as_mut() {
+        k.sort();
+    }
+    assert_eq!(
+        kept,
+        Some(vec![
+            Scope::Trading,
+            Scope::AccountCreation,
+            Scope::DelegatedSigning
+        ]),
+        "the scopes are kept with the token"
+    );
+}
+
+#[tokio::test]
+async fn a_token_holding_a_denied_scope_sends_nothing_but_the_learning_request() {
+    let mock = MockServer::start().await.expect("mock");
+    let strict = guarded(
+        Credentials::new().with_hmac(partner()),
+        Scope::DelegatedSigning,
+    );
+    for _ in 0..2 {
+        let err = strict
+            .post(format!("{}/orders", mock.base_url()))
+            .body(r#"{"side":"BUY"}"#)
+            .send()
+            .await
+            .expect_err("denied");
+        assert_eq!(
+            refusal(&err).to_string(),
+            format!(
+                "the HMAC token …{} holds the delegated_signing scope, which this middleware \
+                 denies; nothing was sent",
+                &PARTNER_TOKEN_ID[PARTNER_TOKEN_ID.len() - 4..]
+            )
+        );
+        assert!(matches!(
+            refusal(&err).downcast_ref::<ScopeError>(),
+            Some(ScopeError::Denied {
+                scope: Scope::DelegatedSigning,
+                ..
+            })
+        ));
+    }
+    assert_eq!(mock.arrivals(), 1, "only the learning request, once");
+
+    // Privy requests are not HMAC requests: not guarded.
+    let mixed = guarded(both(), Scope::DelegatedSigning);
+    let resp = mixed
+        .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
+        .send()
+        .await
+        .expect("Privy");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(mock.arrivals(), 2);
+}
+
+#[tokio::test]
+async fn scopes_that_cannot_be_learned_fail_closed() {
+    let mock = MockServer::start().await.expect("mock");
+    let blind = guarded(Credentials::new().with_hmac(partner()), Scope::Withdrawal);
+    mock.inject(Fault::json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        r#"{"message":"boom"}"#,
+    ));
+    let err = blind
+        .post(format!("{}/orders", mock.base_url()))
+        .body(r#"{"side":"BUY"}"#)
+        .send()
+        .await
+        .expect_err("closed");
+    let Some(ScopeError::Unknown { source, .. }) = refusal(&err).downcast_ref::<ScopeError>()
+    else {
+        panic!("not Unknown: {err:?}");
+    };
+    assert_eq!(
+        source.to_string(),
+        "GET /auth/api-tokens answered 500 Internal Server Error"
+    );
+    assert_eq!(mock.arrivals(), 1, "only the failed learning request");
+
+    // A token the profile does not list.
+    let stranger = HmacCredentials::new("not-a-token", PARTNER_TOKEN_SECRET).expect("valid");
+    let err = guarded(Credentials::new().with_hmac(stranger), Scope::Withdrawal)
+        .get(format!("{}/portfolio/positions", mock.base_url()))
+        .send()
+        .await
+        .expect_err("closed");
+    assert!(matches!(
+        refusal(&err).downcast_ref::<ScopeError>(),
+        Some(ScopeError::Unknown { .. })
+    ));
+    assert_eq!(count(&mock, "/portfolio/positions"), 0);
+
+    // Scopes declared with the token: nothing to learn.
+    let declared = partner().with_scopes([Scope::Trading]);
+    let resp = guarded(Credentials::new().with_hmac(declared), Scope::Withdrawal)
+        .get(format!("{}/portfolio/positions", mock.base_url()))
+        .send()
+        .await
+        .expect("allowed");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        count(&mock, "/auth/api-tokens"),
+        2,
+        "no third learning request"
+    );
+}
+
+#[tokio::test]
+async fn caller_set_authentication_headers_are_stripped() {
+    let mock = MockServer::start().await.expect("mock");
+    let resp = client(Credentials::new().with_hmac(partner()))
+        .get(format!("{}/auth/api-tokens", mock.base_url()))
+        .header("lmts-api-key", "forged")
+        .header("lmts-timestamp", "forged")
+        .header("lmts-whatever", "forged")
+        .header("identity", "Bearer forged")
+        .header("x-api-key", "forged")
+        .header("x-kept", "kept")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = mock.requests();
+    let h = &seen[0].headers;
+    assert!(
+        h.values()
+            .all(|v| v.as_bytes() != b"forged" && v.as_bytes() != b"Bearer forged")
+    );
+    assert!(!h.contains_key("identity") && !h.contains_key("x-api-key"));
+    assert_eq!(h["x-kept"], "kept");
+    assert!(verifies(&seen[0]));
+}
+
+#[tokio::test]
+async fn a_credential_swap_takes_effect_on_the_next_request() {
+    let mock = MockServer::start().await.expect("mock");
+    let privy = limitless_auth::client::Client::builder()
+        .base_url(mock.base_url())
+        .credentials(
+            Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("t")),
+        )
+        .build()
+        .expect("client");
+    let second = privy
+        .derive_token(Some("second"), None)
+        .await
+        .expect("derived")
+        .credentials()
+        .expect("valid");
+    let shared = SharedCredentials::new(Credentials::new().with_hmac(partner()));
+    let c = client(shared.clone());
+    let list = || c.get(format!("{}/auth/api-tokens", mock.base_url())).send();
+    assert_eq!(list().await.expect("sent").status(), StatusCode::OK);
+    shared.store(Credentials::new().with_hmac(second.clone()));
+    assert_eq!(list().await.expect("sent").status(), StatusCode::OK);
+    let keys: Vec<_> = mock
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/auth/api-tokens")
+        .map(|r| {
+            r.headers["lmts-api-key"]
+                .to_str()
+                .expect("ascii")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys, [PARTNER_TOKEN_ID, second.token_id()]);
+}
+
+/// A middleware below the front door that records whether each authentication header it sees
+/// is marked sensitive, then sends the request on.
+#[derive(Clone, Default)]
+struct Inspect(std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>);
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for Inspect {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        for (name, value) in req.headers() {
+            if name.as_str().starts_with("lmts-") || name == "identity" {
+                let seen = (name.as_str().to_owned(), value.is_sensitive());
+                self.0.lock().expect("lock").push(seen);
+            }
+        }
+        next.run(req, extensions).await
+    }
+}
+
+#[tokio::test]
+async fn every_authentication_header_is_marked_sensitive() {
+    let mock = MockServer::start().await.expect("mock");
+    let inspect = Inspect::default();
+    let c = ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::new(both()))
+        .with(inspect.clone())
+        .build();
+    for path in ["/auth/api-tokens/capabilities", "/auth/api-tokens"] {
+        c.get(format!("{}{path}", mock.base_url()))
+            .send()
+            .await
+            .expect("sent");
+    }
+    let seen = inspect.0.lock().expect("lock").clone();
+    assert_eq!(
+        seen.len(),
+        4,
+        "identity, then the three lmts-* headers: {seen:?}"
+    );
+    assert!(seen.iter().all(|(_, sensitive)| *sensitive), "{seen:?}");
+}
+
+#[test]
+fn debug_shows_no_secret() {
+    let m = AuthMiddleware::new(both());
+    let shown = format!("{m:?} {m:#?}");
+    for secret in [PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET, PARTNER_IDENTITY] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+}
+
+/// A client whose middlewares are `retry` then `auth`, or the other way round.
+fn with_retries(retry_above: bool) -> ClientWithMiddleware {
+    use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
+    let policy = ExponentialBackoff::builder()
+        .retry_bounds(
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_millis(20),
+        )
+        .build_with_max_retries(3);
+    let retry = RetryTransientMiddleware::new_with_policy(policy);
+    let auth = AuthMiddleware::new(Credentials::new().with_hmac(partner()));
+    let builder = ClientBuilder::new(reqwest::Client::new());
+    if retry_above {
+        builder.with(retry).with(auth).build()
+    } else {
+        builder.with(auth).with(retry).build()
+    }
+}
+
+#[tokio::test]
+async fn below_a_retry_middleware_every_attempt_is_signed_afresh() {
+    let mock = MockServer::start().await.expect("mock");
+    mock.inject_times(Fault::Unavailable, 2);
+    let resp = with_retries(true)
+        .get(format!("{}/auth/api-tokens", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 3, "503, 503, 200");
+    assert!(seen.iter().all(verifies), "every attempt verifies");
+    let stamps: HashSet<_> = seen
+        .iter()
+        .map(|r| r.headers["lmts-timestamp"].clone())
+        .collect();
+    assert_eq!(stamps.len(), 3, "three distinct timestamps");
+
+    // The wrong order: every attempt resends the first one's headers.
+    mock.clear_requests();
+    mock.inject_times(Fault::Unavailable, 2);
+    with_retries(false)
+        .get(format!("{}/auth/api-tokens", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 3);
+    let stamps: HashSet<_> = seen
+        .iter()
+        .map(|r| r.headers["lmts-timestamp"].clone())
+        .collect();
+    assert_eq!(stamps.len(), 1, "the same timestamp three times, ageing");
+}
+
+#[tokio::test]
+async fn an_offset_learned_from_date_applies_when_asked_for() {
+    let mock = MockServer::start().await.expect("mock");
+    // The server's clock is 90 s ahead: outside the 30 s window.
+    mock.set_clock_offset_millis(90_000);
+    let learning = ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::new(Credentials::new().with_hmac(partner())).learn_clock_offset(true))
+        .build();
+    let list = || {
+        learning
+            .get(format!("{}/auth/api-tokens", mock.base_url()))
+            .send()
+    };
+    assert_eq!(
+        list().await.expect("sent").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        list().await.expect("sent").status(),
+        StatusCode::OK,
+        "signed with the server's time"
+    );
+    let fixed = client(Credentials::new().with_hmac(partner()));
+    let resp = fixed
+        .get(format!("{}/auth/api-tokens", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "not learned unless asked"
+    );
+    let _ = Method::GET;
+}
