@@ -166,9 +166,12 @@ fn over_reqwest(case: &str, n: u64) {
         let plain = reqwest::Client::new();
         let empty = reqwest_middleware::ClientBuilder::new(plain.clone()).build();
         let with_auth = reqwest_middleware::ClientBuilder::new(plain.clone())
-            .with(limitless_auth::reqwest::AuthMiddleware::new(
-                Credentials::new().with_hmac(creds.clone()),
-            ))
+            .with(
+                limitless_auth::reqwest::AuthMiddleware::new(
+                    Credentials::new().with_hmac(creds.clone()),
+                )
+                .origin(&mock.base_url().parse().expect("url")),
+            )
             .build();
         for _ in 0..n {
             let resp = match case {

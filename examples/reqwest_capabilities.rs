@@ -9,6 +9,7 @@
 use limitless_auth::mock::{MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET};
 use limitless_auth::reqwest::AuthMiddleware;
 use limitless_auth::{Credentials, HmacCredentials, IdentityToken};
+use reqwest::redirect::Policy;
 use reqwest_middleware::ClientBuilder;
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
@@ -24,11 +25,16 @@ async fn main() -> Result<(), BoxError> {
         )?)
         .with_identity(IdentityToken::new(PARTNER_IDENTITY)?);
     let retries = ExponentialBackoff::builder().build_with_max_retries(3);
-    let client = ClientBuilder::new(reqwest::Client::new())
-        // Retries above, so that every attempt is signed afresh below.
-        .with(RetryTransientMiddleware::new_with_policy(retries))
-        .with(AuthMiddleware::new(credentials))
-        .build();
+    let client = ClientBuilder::new(
+        reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()?,
+    )
+    // Retries above, so that every attempt is signed afresh below.
+    .with(RetryTransientMiddleware::new_with_policy(retries))
+    // Only the mock's origin is authenticated (by default, https://api.limitless.exchange).
+    .with(AuthMiddleware::new(credentials).origin(&mock.base_url().parse()?))
+    .build();
 
     for path in ["/auth/api-tokens/capabilities", "/auth/api-tokens"] {
         let resp = client

@@ -1,6 +1,6 @@
 //! The reqwest front door (feature `reqwest`): [`AuthMiddleware`], a
 //! [`reqwest_middleware::Middleware`] that gives each request exactly the authentication its
-//! route accepts, decided by the same [`decide`](crate::decide) as the tower layers and carried
+//! route accepts, decided by the same [`decide`] as the tower layers and carried
 //! out in the same call.
 //!
 //! ```no_run
@@ -18,14 +18,36 @@
 //! # Ok(()) }
 //! ```
 //!
-//! For every request, on every attempt, the middleware removes the authentication headers the
-//! caller set (`lmts-*`, `identity`, `x-api-key`), decides with the credentials current at that
-//! moment, and carries the decision out. An HMAC request is signed over its request-target as
-//! reqwest will write it (the URL's path and query after reqwest's own percent-encoding:
-//! `?q=a b` goes out, and is signed, as `?q=a%20b`) and over `Body::as_bytes()`. A refusal is
-//! `reqwest_middleware::Error::Middleware` holding the [`PolicyError`] or [`SigningError`], and
-//! nothing is sent. A streaming body cannot be signed: on a route that is signed it is refused
-//! ([`SigningError::StreamingBody`]); on a Privy route it passes untouched.
+//! For every request to the API's origin (`https://api.limitless.exchange`, or the one given to
+//! [`AuthMiddleware::origin`]), on every attempt, the middleware removes the authentication
+//! headers the caller set (`lmts-*`, `identity`, `x-api-key`), decides with the credentials
+//! current at that moment, and carries the decision out. Requests to any other origin pass
+//! through untouched: one reqwest client can call other APIs without handing them a Limitless
+//! credential, or a signature to replay.
+//!
+//! An HMAC request is signed over its request-target as reqwest will write it (the URL's path
+//! and query after reqwest's own percent-encoding: `?q=a b` goes out, and is signed, as
+//! `?q=a%20b`) and over `Body::as_bytes()`. A streaming body cannot be signed: on a route that is
+//! signed it is refused ([`SigningError::StreamingBody`]); on a Privy route it passes untouched.
+//! A refusal is `reqwest_middleware::Error::Middleware` holding the [`PolicyError`](crate::PolicyError),
+//! [`SigningError`] or [`ScopeError`], and nothing is sent.
+//!
+//! Per request, the choices [`decide`] reads (an [`AuthMode`], a
+//! [`RoutePrefix`], a credential for this request only) go in with reqwest-middleware's
+//! `RequestBuilder::with_extension`.
+//!
+//! # What the stack must not do
+//!
+//! - **Change the request below the middleware.** A middleware added after it sees the request
+//!   signed; one that changes its URL, query or body makes the signature wrong.
+//! - **Follow redirects.** reqwest follows up to ten by default, resending the headers
+//!   (it strips only `Authorization`, `Cookie` and the like on a cross-host redirect): a
+//!   signature made for one target would go to another, and an identity token to another host.
+//!   The Limitless API does not redirect; build the client with
+//!   `.redirect(reqwest::redirect::Policy::none())`.
+//! - **Set default authentication headers.** reqwest adds the client's `default_headers` after
+//!   every middleware has run, so a default `identity` or `x-api-key` would reach every route;
+//!   the middleware cannot remove it. Give credentials to the middleware instead.
 //!
 //! # With retries
 //!
@@ -72,6 +94,32 @@ pub struct AuthMiddleware {
     skew: Arc<SkewTracker>,
     learn_offset: bool,
     guard: Arc<ScopeGuard>,
+    origin: Origin,
+}
+
+/// The scheme, host and port the middleware authenticates requests to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn of(url: &::reqwest::Url) -> Self {
+        Self {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str().unwrap_or_default().to_owned(),
+            port: url.port_or_known_default(),
+        }
+    }
+
+    /// Whether `url` is at this origin (a URL without a host never is).
+    fn holds(&self, url: &::reqwest::Url) -> bool {
+        url.scheme() == self.scheme
+            && url.host_str() == Some(self.host.as_str()).filter(|h| !h.is_empty())
+            && url.port_or_known_default() == self.port
+    }
 }
 
 /// The largest server clock offset trusted from one response: one hour, as for the client.
@@ -97,7 +145,21 @@ impl AuthMiddleware {
             )),
             learn_offset: false,
             guard: Arc::new(ScopeGuard::new(Vec::new())),
+            origin: Origin {
+                scheme: "https".into(),
+                host: "api.limitless.exchange".into(),
+                port: Some(443),
+            },
         }
+    }
+
+    /// The origin whose requests are authenticated (default `https://api.limitless.exchange`):
+    /// its scheme, host and port; the rest of `url` is ignored. Requests to any other origin
+    /// pass through untouched, so one reqwest client can call other APIs without handing them
+    /// a Limitless credential or a signature to replay.
+    pub fn origin(mut self, url: &::reqwest::Url) -> Self {
+        self.origin = Origin::of(url);
+        self
     }
 
     /// Signs with timestamps from `clock`, and judges identity-token expiry by it.
@@ -120,7 +182,8 @@ impl AuthMiddleware {
     /// sent). When the token's scopes are unknown, the middleware learns them once
     /// (single-flight) from `GET /auth/api-tokens` on the request's origin, sent through the
     /// rest of the stack, and keeps them with the token; if it cannot, it refuses
-    /// ([`ScopeError::Unknown`]: fail closed).
+    /// ([`ScopeError::Unknown`]: fail closed). That refusal is a middleware error, which
+    /// reqwest-retry does not retry.
     ///
     /// ```no_run
     /// use limitless_auth::{Credentials, Scope, reqwest::AuthMiddleware};
@@ -196,27 +259,38 @@ impl AuthMiddleware {
         mut req: ::reqwest::Request,
         extensions: &mut Extensions,
         next: Next<'_>,
-        hmac: HmacCredentials,
+        mut hmac: HmacCredentials,
     ) -> reqwest_middleware::Result<::reqwest::Response> {
-        // A token the caller put on this request is the caller's: its scopes are not kept.
-        let keep = extensions.get::<HmacCredentials>().is_none();
+        // A token the caller put on this request is the caller's: its scopes are not kept, and
+        // it is pinned with them for this request.
+        let own = extensions.get::<HmacCredentials>().is_some();
         let url = req.url().clone();
-        let learn = |h| self.learn_scopes(&url, extensions, h, next.clone());
-        let scoped = self
-            .guard
-            .scoped(&self.credentials, hmac, keep, learn)
-            .await
-            .map_err(refused)?;
-        let mut choices = extensions.clone();
-        choices.insert(scoped);
-        if let Some(unknown) = self.authorize(&mut req, &choices, true)? {
-            // Not reached: the token pinned above has its scopes. Refused all the same.
-            return Err(refused(ScopeError::Unknown {
-                token: unknown.token_hint(),
-                source: "the scopes learned were not applied".into(),
-            }));
+        for _ in 0..LEARNING_ROUNDS {
+            let learn = |h| self.learn_scopes(&url, extensions, h, next.clone());
+            let scoped = self
+                .guard
+                .scoped(&self.credentials, hmac, !own, learn)
+                .await
+                .map_err(refused)?;
+            let unknown = if own {
+                let mut choices = extensions.clone();
+                choices.insert(scoped);
+                self.authorize(&mut req, &choices, true)?
+            } else {
+                // Decided again with the credentials current now, which keep the learned
+                // scopes, unless a swap replaced the token meanwhile: then the new token's
+                // scopes are learned in turn.
+                self.authorize(&mut req, extensions, true)?
+            };
+            match unknown {
+                None => return self.send(req, extensions, next).await,
+                Some(replacement) => hmac = replacement,
+            }
         }
-        self.send(req, extensions, next).await
+        Err(refused(ScopeError::Unknown {
+            token: hmac.token_hint(),
+            source: "the token was replaced each time its scopes were learned".into(),
+        }))
     }
 
     /// The scopes of `hmac`, from `GET /auth/api-tokens` at the origin (and gateway prefix) of
@@ -282,6 +356,10 @@ impl AuthMiddleware {
         Ok(resp)
     }
 }
+
+/// How many tokens the scopes are learned of for one request, when swaps keep replacing the
+/// token while its scopes are learned.
+const LEARNING_ROUNDS: usize = 3;
 
 /// The path the scopes of the profile's tokens are read from.
 const TOKENS_PATH: &str = "/auth/api-tokens";
@@ -368,6 +446,9 @@ impl Middleware for AuthMiddleware {
     {
         // Both lifetimes shortened to the future's.
         let (next, extensions): (Next<'f>, &'f mut Extensions) = (next, extensions);
+        if !self.origin.holds(req.url()) {
+            return next.run(req, extensions);
+        }
         match self.authorize(&mut req, extensions, true) {
             Err(refusal) => Box::pin(std::future::ready(Err(refusal))),
             Ok(Some(hmac)) => Box::pin(self.send_scoped(req, extensions, next, hmac)),

@@ -156,7 +156,7 @@ impl std::fmt::Debug for SkewTracker {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
     use crate::clock::FixedClock;

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use limitless_auth::mock::{
     Fault, MockServer, PARTNER_IDENTITY, PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET, RecordedRequest,
 };
@@ -28,9 +28,14 @@ fn both() -> Credentials {
         .with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("valid"))
 }
 
-fn client(creds: impl Into<SharedCredentials>) -> ClientWithMiddleware {
+/// The middleware, authenticating the requests to `mock`.
+fn auth(mock: &MockServer, creds: impl Into<SharedCredentials>) -> AuthMiddleware {
+    AuthMiddleware::new(creds).origin(&mock.base_url().parse().expect("the mock's URL"))
+}
+
+fn client(mock: &MockServer, creds: impl Into<SharedCredentials>) -> ClientWithMiddleware {
     ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::new(creds))
+        .with(auth(mock, creds))
         .build()
 }
 
@@ -60,7 +65,7 @@ fn refusal(err: &reqwest_middleware::Error) -> &(dyn std::error::Error + 'static
 #[tokio::test]
 async fn capabilities_with_both_credentials_carry_the_identity_token_only() {
     let mock = MockServer::start().await.expect("mock");
-    let resp = client(both())
+    let resp = client(&mock, both())
         .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
         .header("lmts-signature", "set by the caller")
         .send()
@@ -79,7 +84,7 @@ async fn capabilities_with_both_credentials_carry_the_identity_token_only() {
 #[tokio::test]
 async fn positions_and_a_512_byte_order_verify() {
     let mock = MockServer::start().await.expect("mock");
-    let c = client(both());
+    let c = client(&mock, both());
     let resp = c
         .get(format!("{}/portfolio/positions", mock.base_url()))
         .send()
@@ -114,7 +119,7 @@ async fn positions_and_a_512_byte_order_verify() {
 #[tokio::test]
 async fn a_query_is_signed_as_reqwest_encodes_it_on_the_wire() {
     let mock = MockServer::start().await.expect("mock");
-    let resp = client(both())
+    let resp = client(&mock, both())
         .get(format!(
             "{}/portfolio/positions?q=a b&name=é",
             mock.base_url()
@@ -132,7 +137,7 @@ async fn a_query_is_signed_as_reqwest_encodes_it_on_the_wire() {
 #[tokio::test]
 async fn a_stream_is_refused_where_it_would_be_signed_and_passes_where_not() {
     let mock = MockServer::start().await.expect("mock");
-    let c = client(both());
+    let c = client(&mock, both());
     let err = c
         .post(format!("{}/orders", mock.base_url()))
         .body(reqwest::Body::wrap(String::from(r#"{"side":"BUY"}"#)))
@@ -167,7 +172,7 @@ async fn a_stream_is_refused_where_it_would_be_signed_and_passes_where_not() {
 #[tokio::test]
 async fn a_missing_identity_is_refused_with_nothing_sent() {
     let mock = MockServer::start().await.expect("mock");
-    let err = client(Credentials::new().with_hmac(partner()))
+    let err = client(&mock, Credentials::new().with_hmac(partner()))
         .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
         .send()
         .await
@@ -188,7 +193,7 @@ async fn a_missing_identity_is_refused_with_nothing_sent() {
 async fn a_token_known_to_lack_a_scope_is_refused_as_by_the_client() {
     let mock = MockServer::start().await.expect("mock");
     let no_trading = partner().with_scopes([Scope::AccountCreation]);
-    let err = client(Credentials::new().with_hmac(no_trading))
+    let err = client(&mock, Credentials::new().with_hmac(no_trading))
         .post(format!("{}/orders", mock.base_url()))
         .body(r#"{"side":"BUY"}"#)
         .send()
@@ -204,9 +209,13 @@ async fn a_token_known_to_lack_a_scope_is_refused_as_by_the_client() {
     assert_eq!(mock.arrivals(), 0);
 }
 
-fn guarded(creds: impl Into<SharedCredentials>, deny: Scope) -> ClientWithMiddleware {
+fn guarded(
+    mock: &MockServer,
+    creds: impl Into<SharedCredentials>,
+    deny: Scope,
+) -> ClientWithMiddleware {
     ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::new(creds).deny_scopes([deny]))
+        .with(auth(mock, creds).deny_scopes([deny]))
         .build()
 }
 
@@ -220,7 +229,7 @@ async fn denied_scopes_are_learned_once_single_flight_and_kept() {
     let mock = MockServer::start().await.expect("mock");
     // The seeded token holds trading, account_creation and delegated_signing.
     let shared = SharedCredentials::new(Credentials::new().with_hmac(partner()));
-    let bot = guarded(shared.clone(), Scope::Withdrawal);
+    let bot = guarded(&mock, shared.clone(), Scope::Withdrawal);
     let url = format!("{}/portfolio/positions", mock.base_url());
     let calls: Vec<_> = (0..20)
         .map(|_| {
@@ -262,6 +271,7 @@ async fn denied_scopes_are_learned_once_single_flight_and_kept() {
 async fn a_token_holding_a_denied_scope_sends_nothing_but_the_learning_request() {
     let mock = MockServer::start().await.expect("mock");
     let strict = guarded(
+        &mock,
         Credentials::new().with_hmac(partner()),
         Scope::DelegatedSigning,
     );
@@ -291,7 +301,7 @@ async fn a_token_holding_a_denied_scope_sends_nothing_but_the_learning_request()
     assert_eq!(mock.arrivals(), 1, "only the learning request, once");
 
     // Privy requests are not HMAC requests: not guarded.
-    let mixed = guarded(both(), Scope::DelegatedSigning);
+    let mixed = guarded(&mock, both(), Scope::DelegatedSigning);
     let resp = mixed
         .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
         .send()
@@ -304,7 +314,11 @@ async fn a_token_holding_a_denied_scope_sends_nothing_but_the_learning_request()
 #[tokio::test]
 async fn scopes_that_cannot_be_learned_fail_closed() {
     let mock = MockServer::start().await.expect("mock");
-    let blind = guarded(Credentials::new().with_hmac(partner()), Scope::Withdrawal);
+    let blind = guarded(
+        &mock,
+        Credentials::new().with_hmac(partner()),
+        Scope::Withdrawal,
+    );
     mock.inject(Fault::json(
         StatusCode::INTERNAL_SERVER_ERROR,
         r#"{"message":"boom"}"#,
@@ -327,11 +341,15 @@ async fn scopes_that_cannot_be_learned_fail_closed() {
 
     // A token the profile does not list.
     let stranger = HmacCredentials::new("not-a-token", PARTNER_TOKEN_SECRET).expect("valid");
-    let err = guarded(Credentials::new().with_hmac(stranger), Scope::Withdrawal)
-        .get(format!("{}/portfolio/positions", mock.base_url()))
-        .send()
-        .await
-        .expect_err("closed");
+    let err = guarded(
+        &mock,
+        Credentials::new().with_hmac(stranger),
+        Scope::Withdrawal,
+    )
+    .get(format!("{}/portfolio/positions", mock.base_url()))
+    .send()
+    .await
+    .expect_err("closed");
     assert!(matches!(
         refusal(&err).downcast_ref::<ScopeError>(),
         Some(ScopeError::Unknown { .. })
@@ -340,11 +358,15 @@ async fn scopes_that_cannot_be_learned_fail_closed() {
 
     // Scopes declared with the token: nothing to learn.
     let declared = partner().with_scopes([Scope::Trading]);
-    let resp = guarded(Credentials::new().with_hmac(declared), Scope::Withdrawal)
-        .get(format!("{}/portfolio/positions", mock.base_url()))
-        .send()
-        .await
-        .expect("allowed");
+    let resp = guarded(
+        &mock,
+        Credentials::new().with_hmac(declared),
+        Scope::Withdrawal,
+    )
+    .get(format!("{}/portfolio/positions", mock.base_url()))
+    .send()
+    .await
+    .expect("allowed");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         count(&mock, "/auth/api-tokens"),
@@ -356,7 +378,7 @@ async fn scopes_that_cannot_be_learned_fail_closed() {
 #[tokio::test]
 async fn caller_set_authentication_headers_are_stripped() {
     let mock = MockServer::start().await.expect("mock");
-    let resp = client(Credentials::new().with_hmac(partner()))
+    let resp = client(&mock, Credentials::new().with_hmac(partner()))
         .get(format!("{}/auth/api-tokens", mock.base_url()))
         .header("lmts-api-key", "forged")
         .header("lmts-timestamp", "forged")
@@ -379,24 +401,31 @@ async fn caller_set_authentication_headers_are_stripped() {
     assert!(verifies(&seen[0]));
 }
 
+/// A second token of the partner, derived through the middleware on the Privy-only route.
+async fn derive(mock: &MockServer) -> HmacCredentials {
+    let derived = client(mock, both())
+        .post(format!("{}/auth/api-tokens/derive", mock.base_url()))
+        .body(r#"{"label":"second"}"#)
+        .send()
+        .await
+        .expect("sent")
+        .bytes()
+        .await
+        .expect("body");
+    let derived: serde_json::Value = serde_json::from_slice(&derived).expect("JSON");
+    HmacCredentials::new(
+        derived["tokenId"].as_str().expect("tokenId"),
+        derived["secret"].as_str().expect("secret"),
+    )
+    .expect("valid")
+}
+
 #[tokio::test]
 async fn a_credential_swap_takes_effect_on_the_next_request() {
     let mock = MockServer::start().await.expect("mock");
-    let privy = limitless_auth::client::Client::builder()
-        .base_url(mock.base_url())
-        .credentials(
-            Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("t")),
-        )
-        .build()
-        .expect("client");
-    let second = privy
-        .derive_token(Some("second"), None)
-        .await
-        .expect("derived")
-        .credentials()
-        .expect("valid");
+    let second = derive(&mock).await;
     let shared = SharedCredentials::new(Credentials::new().with_hmac(partner()));
-    let c = client(shared.clone());
+    let c = client(&mock, shared.clone());
     let list = || c.get(format!("{}/auth/api-tokens", mock.base_url())).send();
     assert_eq!(list().await.expect("sent").status(), StatusCode::OK);
     shared.store(Credentials::new().with_hmac(second.clone()));
@@ -443,7 +472,7 @@ async fn every_authentication_header_is_marked_sensitive() {
     let mock = MockServer::start().await.expect("mock");
     let inspect = Inspect::default();
     let c = ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::new(both()))
+        .with(auth(&mock, both()))
         .with(inspect.clone())
         .build();
     for path in ["/auth/api-tokens/capabilities", "/auth/api-tokens"] {
@@ -471,7 +500,7 @@ fn debug_shows_no_secret() {
 }
 
 /// A client whose middlewares are `retry` then `auth`, or the other way round.
-fn with_retries(retry_above: bool) -> ClientWithMiddleware {
+fn with_retries(mock: &MockServer, retry_above: bool) -> ClientWithMiddleware {
     use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
     let policy = ExponentialBackoff::builder()
         .retry_bounds(
@@ -480,7 +509,7 @@ fn with_retries(retry_above: bool) -> ClientWithMiddleware {
         )
         .build_with_max_retries(3);
     let retry = RetryTransientMiddleware::new_with_policy(policy);
-    let auth = AuthMiddleware::new(Credentials::new().with_hmac(partner()));
+    let auth = auth(mock, Credentials::new().with_hmac(partner()));
     let builder = ClientBuilder::new(reqwest::Client::new());
     if retry_above {
         builder.with(retry).with(auth).build()
@@ -493,7 +522,7 @@ fn with_retries(retry_above: bool) -> ClientWithMiddleware {
 async fn below_a_retry_middleware_every_attempt_is_signed_afresh() {
     let mock = MockServer::start().await.expect("mock");
     mock.inject_times(Fault::Unavailable, 2);
-    let resp = with_retries(true)
+    let resp = with_retries(&mock, true)
         .get(format!("{}/auth/api-tokens", mock.base_url()))
         .send()
         .await
@@ -511,7 +540,7 @@ async fn below_a_retry_middleware_every_attempt_is_signed_afresh() {
     // The wrong order: every attempt resends the first one's headers.
     mock.clear_requests();
     mock.inject_times(Fault::Unavailable, 2);
-    with_retries(false)
+    with_retries(&mock, false)
         .get(format!("{}/auth/api-tokens", mock.base_url()))
         .send()
         .await
@@ -531,7 +560,7 @@ async fn an_offset_learned_from_date_applies_when_asked_for() {
     // The server's clock is 90 s ahead: outside the 30 s window.
     mock.set_clock_offset_millis(90_000);
     let learning = ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::new(Credentials::new().with_hmac(partner())).learn_clock_offset(true))
+        .with(auth(&mock, Credentials::new().with_hmac(partner())).learn_clock_offset(true))
         .build();
     let list = || {
         learning
@@ -547,7 +576,7 @@ async fn an_offset_learned_from_date_applies_when_asked_for() {
         StatusCode::OK,
         "signed with the server's time"
     );
-    let fixed = client(Credentials::new().with_hmac(partner()));
+    let fixed = client(&mock, Credentials::new().with_hmac(partner()));
     let resp = fixed
         .get(format!("{}/auth/api-tokens", mock.base_url()))
         .send()
@@ -558,5 +587,262 @@ async fn an_offset_learned_from_date_applies_when_asked_for() {
         StatusCode::UNAUTHORIZED,
         "not learned unless asked"
     );
-    let _ = Method::GET;
+}
+
+#[tokio::test]
+async fn requests_to_another_origin_pass_through_untouched() {
+    let limitless = MockServer::start().await.expect("mock");
+    // Same host, another port: another origin.
+    let other = MockServer::start().await.expect("mock");
+    let c = client(&limitless, both());
+    for mock in [&limitless, &other] {
+        c.get(format!("{}/auth/api-tokens", mock.base_url()))
+            .header("lmts-api-key", "the caller's own")
+            .send()
+            .await
+            .expect("sent");
+    }
+    let ours = &limitless.requests()[0].headers;
+    assert!(verifies(&limitless.requests()[0]), "{ours:?}");
+    let theirs = &other.requests()[0].headers;
+    assert_eq!(theirs["lmts-api-key"], "the caller's own");
+    assert!(
+        ["lmts-timestamp", "lmts-signature", "identity", "x-api-key"]
+            .iter()
+            .all(|h| !theirs.contains_key(*h)),
+        "{theirs:?}"
+    );
+
+    // The default origin is the real API's: the mock is another origin.
+    ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::new(both()))
+        .build()
+        .get(format!("{}/auth/api-tokens/capabilities", other.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    let seen = &other.requests()[1].headers;
+    assert!(!seen.contains_key("identity") && !seen.contains_key("lmts-api-key"));
+}
+
+/// A gateway below the middleware that removes the prefix `/x` from the path before the
+/// request goes on to the API.
+struct Gateway;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for Gateway {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let path = req.url().path().strip_prefix("/x").map(str::to_owned);
+        if let Some(path) = path {
+            req.url_mut().set_path(&path);
+        }
+        next.run(req, extensions).await
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_prefix_is_classified_signed_as_asked_and_used_to_learn_scopes() {
+    let mock = MockServer::start().await.expect("mock");
+    let unsigned = limitless_auth::RoutePrefix::new("/x")
+        .expect("valid")
+        .unsigned();
+    let c = ClientBuilder::new(reqwest::Client::new())
+        .with(auth(&mock, both()).deny_scopes([Scope::Withdrawal]))
+        .with(Gateway)
+        .build();
+    // Classified by the route after the prefix: Privy only.
+    let resp = c
+        .get(format!(
+            "{}/x/auth/api-tokens/capabilities",
+            mock.base_url()
+        ))
+        .with_extension(unsigned.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Signed without the prefix, which the gateway strips; the scopes learned through it too.
+    let resp = c
+        .get(format!("{}/x/portfolio/positions", mock.base_url()))
+        .with_extension(unsigned)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = mock.requests();
+    let targets: Vec<&str> = seen.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "/auth/api-tokens/capabilities",
+            "/auth/api-tokens",
+            "/portfolio/positions"
+        ]
+    );
+    assert!(seen[0].headers.contains_key("identity"));
+    assert!(seen[1..].iter().all(verifies));
+
+    // A signed prefix (the default) covers what the gateway strips: the API refuses it.
+    let resp = c
+        .get(format!("{}/x/portfolio/positions", mock.base_url()))
+        .with_extension(limitless_auth::RoutePrefix::new("/x").expect("valid"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_custom_table_decides() {
+    let mock = MockServer::start().await.expect("mock");
+    let table = limitless_auth::RouteTable::limitless()
+        .with_route(
+            Some(http::Method::GET),
+            "/portfolio/positions",
+            limitless_auth::Accepts::PRIVY,
+        )
+        .expect("valid");
+    let c = ClientBuilder::new(reqwest::Client::new())
+        .with(
+            AuthMiddleware::with_table(both(), table)
+                .origin(&mock.base_url().parse().expect("url")),
+        )
+        .build();
+    c.get(format!("{}/portfolio/positions", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    let h = &mock.requests()[0].headers;
+    assert_eq!(h["identity"], format!("Bearer {PARTNER_IDENTITY}").as_str());
+    assert!(!h.contains_key("lmts-api-key"));
+}
+
+#[tokio::test]
+async fn an_expired_identity_token_and_a_flagged_body_are_refused_with_nothing_sent() {
+    let mock = MockServer::start().await.expect("mock");
+    let token = mock
+        .mint_identity(PARTNER_IDENTITY, std::time::Duration::from_secs(60))
+        .expect("minted");
+    let later = limitless_auth::FixedClock::new(mock.now_millis() + 120_000);
+    let c = ClientBuilder::new(reqwest::Client::new())
+        .with(
+            auth(
+                &mock,
+                Credentials::new().with_identity(IdentityToken::new(token).expect("valid")),
+            )
+            .with_clock(later),
+        )
+        .build();
+    let err = c
+        .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
+        .send()
+        .await
+        .expect_err("expired");
+    assert!(matches!(
+        refusal(&err).downcast_ref::<PolicyError>(),
+        Some(PolicyError::IdentityExpired { .. })
+    ));
+
+    // A body field that needs a scope the token lacks.
+    let creation_only = partner().with_scopes([Scope::AccountCreation]);
+    let err = client(&mock, Credentials::new().with_hmac(creation_only))
+        .post(format!("{}/profiles/partner-accounts", mock.base_url()))
+        .body(r#"{"displayName":"bot","createServerWallet":true}"#)
+        .send()
+        .await
+        .expect_err("flagged");
+    assert!(matches!(
+        refusal(&err).downcast_ref::<PolicyError>(),
+        Some(PolicyError::MissingScope {
+            scope: Scope::DelegatedSigning,
+            ..
+        })
+    ));
+    assert_eq!(mock.arrivals(), 0);
+}
+
+#[tokio::test]
+async fn an_empty_query_is_signed_as_sent() {
+    let mock = MockServer::start().await.expect("mock");
+    let resp = client(&mock, Credentials::new().with_hmac(partner()))
+        .get(format!("{}/portfolio/positions?", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = mock.requests();
+    assert_eq!(seen[0].target, "/portfolio/positions?");
+    assert!(verifies(&seen[0]));
+}
+
+/// Below the middleware: stores `to` into `shared` when the first scope-learning request
+/// passes, as a rotation might while the scopes are learned.
+struct SwapWhileLearning {
+    shared: SharedCredentials,
+    to: std::sync::Mutex<Option<Credentials>>,
+}
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for SwapWhileLearning {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        if req.url().path() == "/auth/api-tokens"
+            && let Some(to) = self.to.lock().expect("lock").take()
+        {
+            self.shared.store(to);
+        }
+        next.run(req, extensions).await
+    }
+}
+
+#[tokio::test]
+async fn a_swap_while_the_scopes_are_learned_applies_to_the_request() {
+    let mock = MockServer::start().await.expect("mock");
+    let second = derive(&mock).await;
+    mock.clear_requests();
+    let shared = SharedCredentials::new(Credentials::new().with_hmac(partner()));
+    let swap = SwapWhileLearning {
+        shared: shared.clone(),
+        to: std::sync::Mutex::new(Some(Credentials::new().with_hmac(second.clone()))),
+    };
+    let c = ClientBuilder::new(reqwest::Client::new())
+        .with(auth(&mock, shared.clone()).deny_scopes([Scope::Withdrawal]))
+        .with(swap)
+        .build();
+    let resp = c
+        .get(format!("{}/portfolio/positions", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen: Vec<(String, String)> = mock
+        .requests()
+        .iter()
+        .map(|r| {
+            let key = r.headers["lmts-api-key"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            (r.path().to_owned(), key)
+        })
+        .collect();
+    let (first, second) = (PARTNER_TOKEN_ID.to_owned(), second.token_id().to_owned());
+    assert_eq!(
+        seen,
+        [
+            ("/auth/api-tokens".to_owned(), first),
+            ("/auth/api-tokens".to_owned(), second.clone()),
+            ("/portfolio/positions".to_owned(), second),
+        ],
+        "the new token's scopes learned, and the request sent with it"
+    );
 }
