@@ -115,6 +115,7 @@ impl<C: Clock> OffsetClock<C> {
     }
 
     /// The offset currently applied, in milliseconds (server time minus base time).
+    #[cfg(any(feature = "client", feature = "reqwest"))]
     pub(crate) fn offset_millis(&self) -> i64 {
         self.offset.load(Ordering::Relaxed)
     }
@@ -125,6 +126,7 @@ impl<C: Clock> OffsetClock<C> {
     }
 
     /// The uncorrected time of the base clock.
+    #[cfg(any(feature = "client", feature = "reqwest"))]
     pub(crate) fn base_millis(&self) -> i64 {
         self.base.now_millis()
     }

@@ -60,6 +60,8 @@ mod sign;
 mod skew;
 #[cfg(any(feature = "client", feature = "mock"))]
 pub mod types;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use apply::SigningError;
 pub use body::{BodyError, DEFAULT_BODY_LIMIT, SignedBody};
@@ -83,7 +85,7 @@ pub(crate) use tower::BoxError;
 
 /// 64 random bits from the standard library's randomly keyed hasher: jitter and mock token ids
 /// need unpredictability, not a cryptographic generator.
-#[cfg(any(feature = "client", feature = "mock"))]
+#[cfg(any(feature = "client", feature = "mock", feature = "ws"))]
 pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     use std::sync::atomic::{AtomicU64, Ordering};

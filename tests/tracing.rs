@@ -280,3 +280,51 @@ async fn errors_never_show_secrets() {
             .any(|e| matches!(e, Error::RateLimited { .. }))
     );
 }
+
+/// A socket's life, traced: the signed handshake, a reconnect, a refusal; no credential or
+/// signature in the trace, nor in the errors.
+#[cfg(feature = "ws")]
+#[tokio::test(start_paused = true)]
+async fn a_socket_traced_at_trace_level_shows_no_secret() {
+    use limitless_auth::ws::SocketBuilder;
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let mock = MockServer::start().await.expect("mock");
+    let creds = Credentials::new()
+        .with_hmac(HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"));
+    let mut socket = SocketBuilder::new(&mock.socket_url())
+        .credentials(creds)
+        .connect()
+        .await
+        .expect("open");
+    assert_eq!(
+        socket.recv().await.expect("event").expect("ok").name,
+        "authenticated"
+    );
+    mock.inject(Fault::json(
+        StatusCode::UNAUTHORIZED,
+        r#"{"message":"Invalid or revoked API token"}"#,
+    ));
+    mock.drop_sockets();
+    let err = loop {
+        match socket.recv().await.expect("ends with an error") {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_refusal(), "{err:?}");
+    let signatures: Vec<String> = mock
+        .requests()
+        .iter()
+        .filter_map(|r| r.headers.get("lmts-signature"))
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .collect();
+    assert_eq!(signatures.len(), 2);
+    let trace = capture.out.lock().expect("lock").clone();
+    assert!(trace.contains("socket reconnecting"), "{trace}");
+    assert!(trace.contains("socket refused"), "{trace}");
+    let mut secrets = vec![PARTNER_TOKEN_SECRET.to_owned(), PARTNER_TOKEN_ID.to_owned()];
+    secrets.extend(signatures);
+    assert_clean(&trace, &secrets);
+    assert_clean(&format!("{err}\n{err:?}\n{socket:?}"), &secrets);
+}

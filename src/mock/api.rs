@@ -231,6 +231,30 @@ impl State {
         )
     }
 
+    /// Who a socket handshake authenticates as: `Ok(None)` without credentials (public
+    /// channels), `Ok(Some(profile))` for a valid HMAC signature or legacy key, `Err` with the
+    /// message the REST routes would answer for a bad or stale one.
+    pub(super) fn socket_caller(&self, rec: &mut RecordedRequest) -> Result<Option<i64>, String> {
+        if !rec.has_hmac_or_api_key_header() {
+            rec.mode = Some(AuthMode::None);
+            return Ok(None);
+        }
+        let mut profile = None;
+        let answer = self.hmac(rec, true, |_, _, who| {
+            profile = Some(who.profile);
+            json_response(StatusCode::OK, &json!({}))
+        });
+        match profile {
+            Some(profile) => Ok(Some(profile)),
+            None => Err(answer
+                .into_body()
+                .into_inner()
+                .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "Unauthorized".to_owned())),
+        }
+    }
+
     /// HMAC (or, where `api_key_ok`, the legacy key): the signature is verified over what was
     /// received.
     fn hmac(

@@ -43,12 +43,14 @@
 mod api;
 mod faults;
 mod record;
+mod socket;
 mod verify;
 
 use api::TokenRecord;
 pub use faults::Fault;
 use faults::{Action, Faults};
 pub use record::RecordedRequest;
+pub use socket::SocketEvent;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -99,6 +101,7 @@ pub struct MockConfig {
     legacy_no_row_default: bool,
     addr: SocketAddr,
     record: bool,
+    socket_ping: (Duration, Duration),
 }
 
 impl Default for MockConfig {
@@ -109,6 +112,7 @@ impl Default for MockConfig {
             legacy_no_row_default: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             record: true,
+            socket_ping: (Duration::from_secs(25), Duration::from_secs(20)),
         }
     }
 }
@@ -138,6 +142,12 @@ impl MockConfig {
         self
     }
 
+    /// The sockets' `pingInterval` and `pingTimeout` (default 25 s and 20 s, as Socket.IO's).
+    pub fn socket_ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.socket_ping = (interval, timeout);
+        self
+    }
+
     /// Starts the server.
     pub async fn start(self) -> std::io::Result<MockServer> {
         MockServer::start_with(self).await
@@ -158,6 +168,7 @@ struct State {
     requests: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Faults>,
     orders: AtomicU64,
+    sockets: socket::Sockets,
 }
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it.
@@ -207,6 +218,7 @@ impl MockServer {
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             orders: AtomicU64::new(0),
+            sockets: socket::Sockets::new(config.socket_ping.0, config.socket_ping.1),
         });
         let seeded = Key::from_base64(PARTNER_TOKEN_SECRET)
             .ok_or_else(|| std::io::Error::other("the seeded secret is base64"))?;
@@ -355,7 +367,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
             tokio::select! {
                 _ = conn => {}
                 _ = stop.changed() => {}
@@ -372,7 +385,8 @@ struct Dropped;
 type MockResponse = Response<Full<Bytes>>;
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockResponse, Dropped> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     // An oversized body is answered 413 and never verified: a truncated body would only make
     // the signature check fail for the wrong reason.
@@ -414,13 +428,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
         }
         Some(Action::Delay(d)) => {
             tokio::time::sleep(d).await;
-            state.route(&mut record)
+            state.answer(&mut record, upgrade)
         }
         Some(Action::Respond(resp)) => {
             record.faulted = true;
             resp
         }
-        None => state.route(&mut record),
+        None => state.answer(&mut record, upgrade),
     };
     let response = state.finish(response);
     record.status = Some(response.status());
@@ -453,6 +467,19 @@ fn validation(messages: &[&str]) -> MockResponse {
 }
 
 impl State {
+    /// A socket upgrade, or a REST route.
+    fn answer(
+        self: &Arc<Self>,
+        rec: &mut RecordedRequest,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> MockResponse {
+        if socket::is_upgrade(rec) {
+            self.accept_socket(rec, upgrade)
+        } else {
+            self.route(rec)
+        }
+    }
+
     fn now_text(&self) -> String {
         Timestamp::from_unix_millis(self.clock.now_millis())
             .map(|t| t.as_str().to_owned())
