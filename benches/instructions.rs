@@ -24,6 +24,10 @@
 //!   `AuthMiddleware`), `reqwest_middleware_floor` (reqwest-middleware with no middleware, the
 //!   request signed inline), `reqwest_bare` (plain reqwest, unsigned; reference).
 //!
+//! - with the `ws` feature, `ws_upgrade`: the signed upgrade request for the socket
+//!   (`ws::upgrade_request`: the URL parsed, the handshake headers with a fresh key, the
+//!   signature); `ws_floor`: the same request-target signed inline, as `floor_request` signs.
+//!
 //! Without arguments (as `cargo bench` runs it) it does nothing.
 
 mod common;
@@ -193,6 +197,30 @@ fn over_reqwest(case: &str, n: u64) {
     });
 }
 
+/// The socket's upgrade request, signed: by the crate, or inline over a prebuilt request.
+#[cfg(feature = "ws")]
+fn upgrades(case: &str, n: u64) {
+    let creds = HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid");
+    let token_id = http::HeaderValue::from_str(PARTNER_TOKEN_ID).expect("visible ASCII");
+    let both = Credentials::new().with_hmac(creds.clone());
+    let url = limitless_auth::ws::DEFAULT_URL;
+    let uri: Uri = format!("{url}{}", limitless_auth::ws::SOCKET_PATH)
+        .parse()
+        .expect("uri");
+    for _ in 0..n {
+        if case == "ws_upgrade" {
+            let req = limitless_auth::ws::upgrade_request(url, &both, &limitless_auth::SystemClock);
+            std::hint::black_box(req.expect("signed"));
+        } else {
+            let mut req = Request::get(uri.clone())
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            sign_inline(&mut req, &creds, &token_id);
+            std::hint::black_box(req);
+        }
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let (Some(case), Some(n)) = (args.next(), args.next()) else {
@@ -207,6 +235,8 @@ fn main() {
         "reqwest_floor" | "reqwest_middleware_floor" | "reqwest_auth" | "reqwest_bare" => {
             over_reqwest(&case, n)
         }
+        #[cfg(feature = "ws")]
+        "ws_upgrade" | "ws_floor" => upgrades(&case, n),
         _ => layers(&case, n),
     }
 }

@@ -11,9 +11,12 @@
 //!   `GET /auth/api-tokens/capabilities` receive the identity token and nothing else; a route
 //!   whose credential is missing fails locally, before the inner service is called.
 //! - With feature `client`, [`client::Client`], a ready-made tower stack over hyper-util.
+//! - With feature `reqwest`, `reqwest::AuthMiddleware`, the same policy for reqwest-middleware
+//!   stacks.
+//! - With feature `ws`, `ws::connect`: the `/markets` socket, signed afresh on every connect.
 //!
-//! The optional `mock` feature adds an embedded mock Limitless server, `cli` the `lmts` tool and
-//! `tracing` request spans.
+//! The optional `mock` feature adds an embedded mock Limitless server (REST and socket.io),
+//! `cli` the `lmts` tool and `tracing` request spans.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -112,6 +115,6 @@ pub mod headers {
 }
 
 /// The README's examples, compiled as doctests.
-#[cfg(all(doctest, feature = "client", feature = "reqwest"))]
+#[cfg(all(doctest, feature = "client", feature = "reqwest", feature = "ws"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

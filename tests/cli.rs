@@ -285,6 +285,142 @@ mod against_the_mock {
         serde_json::from_slice(&out.stdout).expect("JSON on stdout")
     }
 
+    /// The event names of `lmts ws` output, each line checked to be `{"event", "data"}`.
+    fn events(out: &Output) -> Vec<String> {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                let keys: Vec<&String> = v.as_object().expect("an object").keys().collect();
+                assert_eq!(keys, ["data", "event"], "{line}");
+                v["event"].as_str().expect("a name").to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ws_with_the_embedded_mock_prints_each_event_and_stops_after_count() {
+        let out = lmts(
+            &[
+                "ws",
+                "--mock",
+                "--subscribe",
+                r#"subscribe_market_prices={"marketSlugs":["btc-100k"]}"#,
+                "--subscribe",
+                "subscribe_order_events={}",
+                "--count",
+                "3",
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(
+            events(&out),
+            ["authenticated", "newPriceData", "orderEvent"]
+        );
+        let prices: serde_json::Value =
+            serde_json::from_str(text(&out.stdout).lines().nth(1).expect("line")).expect("JSON");
+        assert_eq!(prices["data"]["marketAddress"], "btc-100k");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ws_signs_with_the_environment_token_or_connects_unsigned() {
+        let mock = MockServer::start().await.expect("mock");
+        let url = mock.socket_url();
+        let env = strings(&[
+            "LMTS_TOKEN_ID",
+            PARTNER_TOKEN_ID,
+            "LMTS_TOKEN_SECRET",
+            PARTNER_TOKEN_SECRET,
+        ]);
+        let env = vec![
+            (env[0].clone(), env[1].clone()),
+            (env[2].clone(), env[3].clone()),
+        ];
+        let out = lmts_async(strings(&["ws", "--url", &url, "--count", "1"]), env).await;
+        assert_eq!(events(&out), ["authenticated"]);
+        let public = strings(&[
+            "ws",
+            "--url",
+            &url,
+            "--subscribe",
+            "subscribe_market_prices={}",
+            "--count",
+            "1",
+        ]);
+        let out = lmts_async(public, Vec::new()).await;
+        assert_eq!(
+            events(&out),
+            ["newPriceData"],
+            "no authenticated event unsigned"
+        );
+        let seen: Vec<_> = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.path() == "/socket.io/")
+            .collect();
+        assert_eq!(seen.len(), 2);
+        let h = &seen[0].headers;
+        let ts = h["lmts-timestamp"].to_str().expect("ascii");
+        let sig = h["lmts-signature"].to_str().expect("ascii");
+        assert!(common::signature_matches(
+            PARTNER_TOKEN_SECRET,
+            ts,
+            "GET",
+            &seen[0].target,
+            b"",
+            sig
+        ));
+        assert!(!seen[1].headers.contains_key("lmts-signature"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ws_exits_1_on_a_refusal_without_retrying_and_2_when_nothing_was_sent() {
+        let mock = MockServer::start().await.expect("mock");
+        let url = mock.socket_url();
+        let wrong = vec![
+            ("LMTS_TOKEN_ID".to_owned(), PARTNER_TOKEN_ID.to_owned()),
+            (
+                "LMTS_TOKEN_SECRET".to_owned(),
+                "d3Jvbmctc2VjcmV0".to_owned(),
+            ),
+        ];
+        let out = lmts_async(strings(&["ws", "--url", &url, "--count", "1"]), wrong).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stderr),
+            "lmts: the server refused the socket: Invalid signature\n"
+        );
+        assert_eq!(mock.request_count(), 1, "refused once, never retried");
+
+        let unreachable = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("ws://{}", l.local_addr().expect("addr"))
+        };
+        let out = lmts_async(strings(&["ws", "--url", &unreachable]), Vec::new()).await;
+        assert_local_error(&out, "could not open the socket");
+        let out = lmts_async(
+            strings(&["ws", "--url", "https://ws.limitless.exchange"]),
+            Vec::new(),
+        )
+        .await;
+        assert_local_error(&out, "the scheme is not ws or wss");
+        let half = vec![("LMTS_TOKEN_ID".to_owned(), PARTNER_TOKEN_ID.to_owned())];
+        let out = lmts_async(strings(&["ws", "--url", &url]), half).await;
+        assert_local_error(&out, "LMTS_TOKEN_SECRET is not");
+        for bad in ["subscribe_order_events", "={}", "subscribe_order_events={"] {
+            let out = lmts_async(
+                strings(&["ws", "--url", &url, "--subscribe", bad]),
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+            assert!(out.stdout.is_empty());
+        }
+        assert_eq!(mock.request_count(), 1, "nothing more was sent");
+    }
+
     #[test]
     fn capabilities_with_the_embedded_mock_needs_no_setup() {
         let out = lmts(&["capabilities", "--mock"], &[], None);
@@ -788,7 +924,7 @@ fn every_help_names_its_variables_and_the_exit_statuses() {
         "LIMITLESS_API_KEY",
         "LIMITLESS_API_URL",
     ];
-    let cases: [(&[&str], &[&str]); 9] = [
+    let cases: [(&[&str], &[&str]); 10] = [
         (&["sign"], &["LMTS_TOKEN_ID", "LMTS_TOKEN_SECRET"]),
         (&["capabilities"], &network),
         (&["request"], &network),
@@ -798,6 +934,15 @@ fn every_help_names_its_variables_and_the_exit_statuses() {
         (&["tokens", "revoke"], &network),
         (&["tokens", "rotate"], &network),
         (&["mock"], &["export"]),
+        (
+            &["ws"],
+            &[
+                "LMTS_TOKEN_ID",
+                "LMTS_TOKEN_SECRET",
+                "--subscribe",
+                "--count",
+            ],
+        ),
     ];
     for (command, vars) in cases {
         let mut args = command.to_vec();

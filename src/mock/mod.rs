@@ -22,7 +22,12 @@
 //! (Privy only); `GET /auth/api-tokens`, `DELETE /auth/api-tokens/{tokenId}`,
 //! `GET /portfolio/positions`, `POST /orders`,
 //! `DELETE /orders/{orderId}` (HMAC or the legacy key); `/profiles/partner-accounts/**` (HMAC
-//! only); `GET /markets/active` (public). Anything else is 404.
+//! only); `GET /markets/active` (public). Anything else is 404. On the same port,
+//! `/socket.io/` serves the `/markets` socket ([`MockServer::socket_url`]): the handshake
+//! verified as an HMAC route over the target as received, in either query order; a bad or stale
+//! signature refused when the namespace connects; `authenticated` for a good one; subscriptions
+//! answered with an event of their kind; [`MockServer::drop_sockets`] and
+//! [`MockServer::silence_sockets`] as faults.
 //!
 //! ```
 //! use limitless_auth::{client::Client, Credentials, IdentityToken, mock::{MockServer, PARTNER_IDENTITY}};

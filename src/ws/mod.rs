@@ -17,7 +17,6 @@
 //!   is never retried in a loop. A 429 backs off.
 //!
 //! ```no_run
-//! use futures_util::StreamExt as _;
 //! use limitless_auth::{Credentials, ws};
 //! use serde_json::json;
 //!
@@ -26,7 +25,7 @@
 //! let mut socket = ws::connect(ws::DEFAULT_URL, Credentials::from_env()?).await?;
 //! socket.emit("subscribe_market_prices", json!({"marketSlugs": ["btc-above-100k"]}))?;
 //! socket.emit("subscribe_order_events", json!({}))?; // needs HMAC credentials
-//! while let Some(event) = socket.next().await {
+//! while let Some(event) = socket.recv().await {
 //!     let event = event?; // a refusal, or reconnecting given up
 //!     println!("{}: {}", event.name, event.data);
 //! }

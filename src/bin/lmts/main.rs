@@ -25,6 +25,8 @@ use limitless_auth::{
 };
 use secrecy::ExposeSecret as _;
 
+mod ws;
+
 /// Environment variable holding the API base URL.
 const ENV_API_URL: &str = "LIMITLESS_API_URL";
 /// Environment variable holding the scopes the HMAC token must not hold.
@@ -132,6 +134,10 @@ enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// Print the events of the /markets socket as JSON lines (signed with LMTS_TOKEN_ID and
+    /// LMTS_TOKEN_SECRET when set), reconnecting when it is lost.
+    #[command(after_help = ws::WS_HELP)]
+    Ws(ws::WsArgs),
     /// Serve the embedded mock Limitless server until stopped.
     #[command(after_help = MOCK_HELP)]
     Mock {
@@ -379,6 +385,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             write_stdout(&out).map_err(after_sending)
         }
         Command::Tokens { action } => tokens(action).await,
+        Command::Ws(args) => ws::run(args).await,
         Command::Mock { addr } => {
             let server = MockServer::builder()
                 .addr(addr)
@@ -399,7 +406,8 @@ async fn run(command: Command) -> Result<(), Failure> {
             eprintln!(
                 "lmts: mock Limitless API: paste the export lines above into a shell, then run \
                  lmts without --mock. {USER_IDENTITY} is a second identity without a partner \
-                 capability row. Ctrl-C stops it."
+                 capability row. The socket is `lmts ws --url {}`. Ctrl-C stops it.",
+                server.socket_url()
             );
             tokio::signal::ctrl_c()
                 .await
@@ -533,6 +541,18 @@ fn parse_scopes(scopes: &[String]) -> Option<Vec<Scope>> {
     (!scopes.is_empty()).then_some(scopes)
 }
 
+/// The mock server's partner credentials: its identity token and HMAC token.
+fn mock_credentials() -> Result<Credentials, Failure> {
+    Ok(Credentials::new()
+        .with_identity(
+            IdentityToken::new(PARTNER_IDENTITY).map_err(|e| Failure::local(e.to_string()))?,
+        )
+        .with_hmac(
+            HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET)
+                .map_err(|e| Failure::local(e.to_string()))?,
+        ))
+}
+
 /// A client for `target`, with the mock server it runs against when `--mock` is given.
 async fn connect(target: &Target) -> Result<(Client, Option<MockServer>), Failure> {
     let mut creds = Credentials::from_env().map_err(|e| Failure::local(e.to_string()))?;
@@ -540,14 +560,7 @@ async fn connect(target: &Target) -> Result<(Client, Option<MockServer>), Failur
         let server = MockServer::start()
             .await
             .map_err(|e| Failure::local(format!("cannot start the mock server: {e}")))?;
-        let filled = Credentials::new()
-            .with_identity(
-                IdentityToken::new(PARTNER_IDENTITY).map_err(|e| Failure::local(e.to_string()))?,
-            )
-            .with_hmac(
-                HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET)
-                    .map_err(|e| Failure::local(e.to_string()))?,
-            );
+        let filled = mock_credentials()?;
         creds.identity = creds.identity.or(filled.identity);
         creds.hmac = creds.hmac.or(filled.hmac);
         (server.base_url(), Some(server))

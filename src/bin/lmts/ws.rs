@@ -1,0 +1,130 @@
+//! `lmts ws`: the `/markets` socket, one JSON line per event.
+
+use clap::Args;
+use limitless_auth::mock::MockServer;
+use limitless_auth::ws::{DEFAULT_URL, SocketBuilder, WsError};
+use limitless_auth::{Credentials, ENV_TOKEN_ID, ENV_TOKEN_SCOPES, ENV_TOKEN_SECRET};
+use serde_json::Value;
+
+use super::{Failure, after_sending, mock_credentials, write_stdout};
+
+/// Reconnect attempts that may fail in a row before the command gives up.
+const MAX_ATTEMPTS: u32 = 10;
+
+pub(crate) const WS_HELP: &str = "\
+Environment:
+  LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token: the handshake is signed with it; without it,
+                                    the socket connects unsigned (public channels only)
+With --mock, the mock server's partner token fills in when they are unset.
+
+Output: one JSON line per event, {\"event\": NAME, \"data\": PAYLOAD}, `authenticated` included.
+A lost socket is reconnected, signed afresh, and the --subscribe events are sent again; each
+attempt is noted on stderr; after 10 failed attempts in a row the command gives up.
+
+Exit status:
+  0  --count events were printed, or stopped with Ctrl-C
+  1  the server refused the handshake; the socket was lost and reconnecting was given up; or
+     the output could not be written
+  2  nothing was sent: bad arguments, malformed credentials, or a first connection that could
+     not be opened";
+
+#[derive(Args)]
+pub(crate) struct WsArgs {
+    /// The socket URL (default: wss://ws.limitless.exchange).
+    #[arg(long, value_name = "WS_URL", conflicts_with = "mock")]
+    url: Option<String>,
+    /// Start the embedded mock server on 127.0.0.1 and use its socket.
+    #[arg(long)]
+    mock: bool,
+    /// An event to emit once connected, as EVENT=JSON (repeatable), e.g.
+    /// subscribe_market_prices='{"marketSlugs":["btc-100k"]}'. Subscriptions are sent again
+    /// after every reconnect.
+    #[arg(long = "subscribe", value_name = "EVENT=JSON", value_parser = parse_event)]
+    subscribe: Vec<(String, Value)>,
+    /// Exit 0 after this many events.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+fn parse_event(text: &str) -> Result<(String, Value), String> {
+    let (name, json) = text
+        .split_once('=')
+        .ok_or("expected EVENT=JSON, e.g. subscribe_order_events={}")?;
+    if name.is_empty() {
+        return Err("the event name is empty".into());
+    }
+    let data = serde_json::from_str(json).map_err(|e| format!("the payload is not JSON: {e}"))?;
+    Ok((name.to_owned(), data))
+}
+
+/// The HMAC token from the environment: the other credential variables are not read.
+fn hmac_from_env() -> Result<Credentials, Failure> {
+    let ours = [ENV_TOKEN_ID, ENV_TOKEN_SECRET, ENV_TOKEN_SCOPES];
+    let creds = Credentials::from_lookup(|name| {
+        ours.contains(&name)
+            .then(|| std::env::var_os(name))
+            .flatten()
+    })
+    .map_err(|e| Failure::local(e.to_string()))?;
+    Ok(creds)
+}
+
+pub(crate) async fn run(args: WsArgs) -> Result<(), Failure> {
+    let mut creds = hmac_from_env()?;
+    let (url, _mock) = if args.mock {
+        let server = MockServer::start()
+            .await
+            .map_err(|e| Failure::local(format!("cannot start the mock server: {e}")))?;
+        creds.hmac = creds.hmac.or(mock_credentials()?.hmac);
+        (server.socket_url(), Some(server))
+    } else {
+        (args.url.unwrap_or_else(|| DEFAULT_URL.to_owned()), None)
+    };
+    let mut socket = SocketBuilder::new(&url)
+        .credentials(creds)
+        .max_reconnect_attempts(Some(MAX_ATTEMPTS))
+        .on_reconnect(|r| {
+            eprintln!(
+                "lmts: {}; reconnecting in {:.1} s (attempt {})",
+                r.cause,
+                r.delay.as_secs_f64(),
+                r.attempt
+            );
+        })
+        .connect()
+        .await
+        .map_err(ended)?;
+    for (name, data) in args.subscribe {
+        socket.emit(&name, data).map_err(ended)?;
+    }
+    let mut printed = 0;
+    while args.count.is_none_or(|n| printed < n) {
+        let next = tokio::select! {
+            next = socket.recv() => next,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let event = match next {
+            Some(event) => event.map_err(ended)?,
+            None => return Err(Failure::sent("the socket closed")),
+        };
+        let line = format!(
+            "{{\"event\":{},\"data\":{}}}\n",
+            Value::String(event.name),
+            event.data
+        );
+        write_stdout(line.as_bytes()).map_err(after_sending)?;
+        printed += 1;
+    }
+    socket.close();
+    Ok(())
+}
+
+/// Exit 1 when the handshake was sent (a refusal, a lost socket given up), else 2.
+fn ended(e: WsError) -> Failure {
+    match e {
+        WsError::Refused { .. } | WsError::GaveUp { .. } | WsError::Closed => {
+            Failure::sent(e.to_string())
+        }
+        other => Failure::local(other.to_string()),
+    }
+}
