@@ -546,3 +546,251 @@ async fn debug_shows_no_secret() {
     let signature = h["lmts-signature"].to_str().expect("ascii");
     assert!(!shown.contains(signature));
 }
+
+/// Every `log` record of the test binary (tungstenite logs through `log`).
+static LOGGED: Mutex<String> = Mutex::new(String::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {} {}\n", record.level(), record.target(), record.args());
+        LOGGED.lock().expect("lock").push_str(&line);
+    }
+    fn flush(&self) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_libraries_logs_at_trace_level_carry_no_credential_or_signature() {
+    if log::set_logger(&Capture).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    let mut socket = signed(&mock, &clock).await;
+    next_named(&mut socket, "authenticated").await;
+    socket
+        .emit("subscribe_positions", json!({"marketSlugs": ["a"]}))
+        .expect("emit");
+    next_named(&mut socket, "positions").await;
+    let signature = handshakes(&mock)[0].headers["lmts-signature"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let logged = LOGGED.lock().expect("lock").clone();
+    assert!(
+        logged.contains("tungstenite"),
+        "the capture sees the library: {logged}"
+    );
+    for secret in [PARTNER_TOKEN_SECRET, PARTNER_TOKEN_ID, signature.as_str()] {
+        assert!(!logged.contains(secret), "{secret} logged:\n{logged}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_keeps_dropping_before_it_is_healthy_is_given_up() {
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    let log = Arc::default();
+    let mut socket = builder(&mock, &clock, &log)
+        .credentials(Credentials::new().with_hmac(partner()))
+        .max_reconnect_attempts(Some(3))
+        .connect()
+        .await
+        .expect("open");
+    let err = loop {
+        match socket.recv().await.expect("ends with an error") {
+            // Dropped as soon as it opens, before any ping.
+            Ok(event) if event.name == "authenticated" => mock.drop_sockets(),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, WsError::GaveUp { attempts: 3, .. }),
+        "{err:?}"
+    );
+    let attempts: Vec<u32> = log
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.attempt)
+        .collect();
+    assert_eq!(
+        attempts,
+        [1, 2, 3],
+        "the count goes on across connections that opened"
+    );
+    assert_eq!(handshakes(&mock).len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_403_upgrade_and_a_namespace_refusal_on_reconnect_are_final() {
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    mock.inject(Fault::json(
+        StatusCode::FORBIDDEN,
+        r#"{"message":"Forbidden"}"#,
+    ));
+    let err = builder(&mock, &clock, &Arc::default())
+        .credentials(Credentials::new().with_hmac(partner()))
+        .connect()
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, WsError::Refused { status: Some(StatusCode::FORBIDDEN), message } if message == "Forbidden"),
+        "{err:?}"
+    );
+    // A rotation to a token the server rejects: the reconnect is refused by the namespace.
+    let shared = SharedCredentials::new(Credentials::new().with_hmac(partner()));
+    let mut socket = builder(&mock, &clock, &Arc::default())
+        .credentials(shared.clone())
+        .connect()
+        .await
+        .expect("open");
+    next_named(&mut socket, "authenticated").await;
+    let wrong = HmacCredentials::new(PARTNER_TOKEN_ID, "d3Jvbmctc2VjcmV0").expect("valid");
+    shared.store(Credentials::new().with_hmac(wrong));
+    mock.drop_sockets();
+    let err = ended(&mut socket).await;
+    assert!(
+        matches!(&err, WsError::Refused { status: None, message } if message == "Invalid signature"),
+        "{err:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        handshakes(&mock).len(),
+        3,
+        "the 403, the first connect, the refused reconnect"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_emitted_while_reconnecting_is_sent_once_connected() {
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    let mut socket = SocketBuilder::new(&mock.socket_url())
+        .clock(clock.clone())
+        .credentials(Credentials::new().with_hmac(partner()))
+        .on_reconnect(move |r| {
+            let _ = tx.send(r.clone());
+        })
+        .connect()
+        .await
+        .expect("open");
+    next_named(&mut socket, "authenticated").await;
+    mock.drop_sockets();
+    notices.recv().await.expect("the loss noticed");
+    socket.emit("hello", json!({"n": 1})).expect("queued");
+    socket.emit("hello", json!({"n": 2})).expect("queued");
+    socket
+        .emit("subscribe_order_events", json!({}))
+        .expect("queued");
+    next_named(&mut socket, "orderEvent").await;
+    // Frames arrive in order: once this is answered, everything before it has arrived.
+    socket.emit("subscribe_market_prices", json!({})).expect("emit");
+    next_named(&mut socket, "newPriceData").await;
+    let second: Vec<(String, Value)> = mock
+        .socket_events()
+        .into_iter()
+        .filter(|e| e.socket == 2)
+        .map(|e| (e.name, e.data))
+        .collect();
+    assert_eq!(
+        second,
+        [
+            ("subscribe_order_events".to_owned(), json!({})),
+            ("hello".to_owned(), json!({"n": 1})),
+            ("hello".to_owned(), json!({"n": 2})),
+            ("subscribe_market_prices".to_owned(), json!({})),
+        ],
+        "the replay, then what waited, each once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_socket_closes_it() {
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    let mut socket = signed(&mock, &clock).await;
+    next_named(&mut socket, "authenticated").await;
+    assert_eq!(mock.open_sockets(), 1);
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(mock.open_sockets(), 0);
+}
+
+#[tokio::test]
+async fn wss_runs_over_tls_with_the_given_configuration() {
+    use tokio::net::{TcpListener, TcpStream};
+    let mock = MockServer::start().await.expect("mock");
+    // A TLS terminator in front of the mock, with the test certificate.
+    let acceptor = tokio_rustls::TlsAcceptor::from(common::raw::server_tls(&[b"http/1.1"]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let upstream = mock.addr();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    let url = format!("wss://localhost:{port}");
+    let mut socket = SocketBuilder::new(&url)
+        .tls_config(common::raw::client_tls())
+        .credentials(Credentials::new().with_hmac(partner()))
+        .connect()
+        .await
+        .expect("open over TLS");
+    assert_eq!(next(&mut socket).await.name, "authenticated");
+    assert_eq!(
+        handshakes(&mock)[0].headers["host"],
+        format!("localhost:{port}").as_str()
+    );
+    // The default roots do not know the test CA.
+    let err = SocketBuilder::new(&url)
+        .connect()
+        .await
+        .expect_err("untrusted");
+    assert!(matches!(err, WsError::Connect(_)), "{err:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_connection_starts_the_count_of_attempts_again() {
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    let log = Arc::default();
+    let mut socket = builder(&mock, &clock, &log)
+        .credentials(Credentials::new().with_hmac(partner()))
+        .max_reconnect_attempts(Some(2))
+        .connect()
+        .await
+        .expect("open");
+    next_named(&mut socket, "authenticated").await;
+    mock.drop_sockets(); // before any ping: attempt 1
+    next_named(&mut socket, "authenticated").await;
+    tokio::time::sleep(Duration::from_secs(30)).await; // pinged at 25 s: healthy
+    mock.drop_sockets(); // attempt 1 again, not 2
+    next_named(&mut socket, "authenticated").await;
+    mock.drop_sockets(); // attempt 2: still allowed
+    next_named(&mut socket, "authenticated").await;
+    let attempts: Vec<u32> = log
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.attempt)
+        .collect();
+    assert_eq!(attempts, [1, 1, 2]);
+}

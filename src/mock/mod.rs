@@ -211,6 +211,7 @@ impl MockServer {
     async fn start_with(config: MockConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
+        let (shutdown, watcher) = watch::channel(false);
         let state = Arc::new(State {
             clock: OffsetClock::new(config.clock),
             window_ms: config.window_ms,
@@ -223,7 +224,11 @@ impl MockServer {
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             orders: AtomicU64::new(0),
-            sockets: socket::Sockets::new(config.socket_ping.0, config.socket_ping.1),
+            sockets: socket::Sockets::new(
+                config.socket_ping.0,
+                config.socket_ping.1,
+                watcher.clone(),
+            ),
         });
         let seeded = Key::from_base64(PARTNER_TOKEN_SECRET)
             .ok_or_else(|| std::io::Error::other("the seeded secret is base64"))?;
@@ -244,7 +249,6 @@ impl MockServer {
                 revoked: false,
             },
         );
-        let (shutdown, watcher) = watch::channel(false);
         tokio::spawn(accept_loop(listener, state.clone(), watcher));
         Ok(Self {
             addr,

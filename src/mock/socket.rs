@@ -42,11 +42,18 @@ pub(super) struct Sockets {
     open: AtomicUsize,
     pongs: AtomicU64,
     events: Mutex<Vec<SocketEvent>>,
+    /// The mock's shutdown.
+    stop: watch::Receiver<bool>,
 }
 
 impl Sockets {
-    pub(super) fn new(ping_interval: Duration, ping_timeout: Duration) -> Self {
+    pub(super) fn new(
+        ping_interval: Duration,
+        ping_timeout: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         Self {
+            stop,
             ping_interval,
             ping_timeout,
             drops: watch::channel(0).0,
@@ -170,6 +177,7 @@ impl State {
     {
         let s = &self.sockets;
         let mut drops = s.drops.subscribe();
+        let mut stop = s.stop.clone();
         let open = json!({"sid": format!("mock-{socket}"), "upgrades": [],
             "pingInterval": s.ping_interval.as_millis() as u64,
             "pingTimeout": s.ping_timeout.as_millis() as u64, "maxPayload": 1_000_000});
@@ -189,6 +197,7 @@ impl State {
             out.clear();
             tokio::select! {
                 _ = drops.changed() => return,
+                _ = stop.changed() => return,
                 _ = pings.tick() => out.push("2".to_owned()),
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(text))) => self.answer_frame(text.as_str(), socket, &auth, &mut out),
@@ -203,12 +212,12 @@ impl State {
     fn answer_frame(&self, frame: &str, socket: u64, auth: &Auth, out: &mut Vec<String>) {
         if frame == "3" {
             self.sockets.pongs.fetch_add(1, Ordering::Relaxed);
-        } else if frame.starts_with("40/markets") {
+        } else if frame == "40/markets" || frame.starts_with("40/markets,") {
             match auth {
                 Auth::Refused(why) => out.push(format!("44/markets,{}", json!({"message": why}))),
-                Auth::Anonymous => out.push(format!("40/markets,{}", json!({"sid": socket}))),
+                Auth::Anonymous => out.push(connected(socket)),
                 Auth::Profile(profile) => {
-                    out.push(format!("40/markets,{}", json!({"sid": socket})));
+                    out.push(connected(socket));
                     out.push(emit("authenticated", &json!({"profileId": profile})));
                 }
             }
@@ -255,6 +264,14 @@ impl State {
         };
         Some(emit(event, &payload))
     }
+}
+
+/// The namespace's connect answer, with a session id.
+fn connected(socket: u64) -> String {
+    format!(
+        "40/markets,{}",
+        json!({"sid": format!("mock-markets-{socket}")})
+    )
 }
 
 fn emit(name: &str, data: &Value) -> String {

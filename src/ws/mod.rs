@@ -37,6 +37,7 @@
 //! goes on the socket.
 
 mod error;
+mod handshake;
 mod packet;
 mod session;
 mod socket;
@@ -148,9 +149,17 @@ impl Target {
             return Err(invalid("the URL has no host"));
         }
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let target = match uri.path_and_query().map(|pq| pq.as_str()) {
-            None | Some("/") => SOCKET_PATH,
-            Some(given) => given,
+        // The socket's path without the query it needs is completed; anything else is sent as
+        // given.
+        let target = match uri.path_and_query() {
+            None => SOCKET_PATH,
+            Some(pq)
+                if pq.query().is_none()
+                    && ["/", "/socket.io", "/socket.io/"].contains(&pq.path()) =>
+            {
+                SOCKET_PATH
+            }
+            Some(given) => given.as_str(),
         };
         let scheme = if tls { "wss" } else { "ws" };
         let full = format!("{scheme}://{authority}{target}");

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::StatusCode;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -14,7 +13,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::packet::{self, CONNECT, Inbound, Open, PONG};
 use super::socket::{Event, OnReconnect, Reconnect, Subscriptions, lock};
 use super::transport::{Io, Transport};
-use super::{Target, WsError};
+use super::{Target, WsError, handshake};
 use crate::clock::Clock;
 use crate::{BoxError, SharedCredentials};
 
@@ -67,7 +66,7 @@ impl Backoff {
     }
 }
 
-type Ws = WebSocketStream<Box<dyn Io>>;
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// A connection whose namespace is connected.
 pub(crate) struct Live {
@@ -88,7 +87,7 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    fn transient(error: impl Into<BoxError>) -> Self {
+    pub(crate) fn transient(error: impl Into<BoxError>) -> Self {
         Self::Transient {
             error: error.into(),
             retry_after: None,
@@ -156,9 +155,7 @@ impl Session {
             signed = req.headers().contains_key("lmts-signature"),
             "socket upgrade"
         );
-        let (mut ws, _) = tokio_tungstenite::client_async(req, io)
-            .await
-            .map_err(upgrade_failure)?;
+        let mut ws = handshake::upgrade(io, &req).await?;
         let open = loop {
             match read(&mut ws).await.map_err(Failure::transient)? {
                 Inbound::Open(open) => break open,
@@ -189,16 +186,18 @@ impl Session {
     /// or reconnecting is given up.
     pub(crate) async fn run(
         self,
-        mut live: Live,
+        live: Live,
         mut commands: UnboundedReceiver<Command>,
         events: UnboundedSender<Result<Event, WsError>>,
     ) {
         let mut pending = VecDeque::new();
+        // Attempts since a connection was last healthy (answered a ping): a connection that
+        // opens and is lost before then does not start the count again.
+        let mut attempts = 0u32;
+        let mut live = live;
         loop {
-            let (cause, now) = match self
-                .serve(&mut live, &mut commands, &events, &mut pending)
-                .await
-            {
+            let (end, healthy) = self.serve(live, &mut commands, &events, &mut pending).await;
+            let (cause, now) = match end {
                 End::Stop => return,
                 End::Refused(e) => {
                     let _ = events.send(Err(e));
@@ -207,10 +206,13 @@ impl Session {
                 End::Lost(cause) => (cause, false),
                 End::Reconnect => ("a reconnect was asked for".to_owned(), true),
             };
+            if healthy || now {
+                attempts = 0;
+            }
             #[cfg(feature = "tracing")]
             tracing::info!(%cause, "socket lost");
             match self
-                .reconnect(cause, now, &mut commands, &mut pending)
+                .reconnect(cause, now, &mut attempts, &mut commands, &mut pending)
                 .await
             {
                 Ok(again) => live = again,
@@ -224,22 +226,43 @@ impl Session {
     }
 
     /// Replays the subscriptions, sends what waited, then relays events and commands until
-    /// the connection ends. Silence past the server's ping interval and timeout ends it.
+    /// the connection ends, and closes it. Silence past the server's ping interval and timeout
+    /// ends it. `true` with the end when the connection was healthy: it answered a ping.
     async fn serve(
+        &self,
+        mut live: Live,
+        commands: &mut UnboundedReceiver<Command>,
+        events: &UnboundedSender<Result<Event, WsError>>,
+        pending: &mut VecDeque<String>,
+    ) -> (End, bool) {
+        let mut healthy = false;
+        let end = self
+            .relay(&mut live, commands, events, pending, &mut healthy)
+            .await;
+        let _ = timeout(CLOSE_TIMEOUT, live.ws.close(None)).await;
+        (end, healthy)
+    }
+
+    async fn relay(
         &self,
         live: &mut Live,
         commands: &mut UnboundedReceiver<Command>,
         events: &UnboundedSender<Result<Event, WsError>>,
         pending: &mut VecDeque<String>,
+        healthy: &mut bool,
     ) -> End {
         let replay = lock(&self.subscriptions).frames();
-        for frame in replay
-            .iter()
-            .chain(pending.drain(..).collect::<Vec<_>>().iter())
-        {
-            if let Err(e) = send(&mut live.ws, frame).await {
+        for frame in &replay {
+            if let Err(e) = self.send(&mut live.ws, frame).await {
                 return End::Lost(e.to_string());
             }
+        }
+        // Each frame leaves the queue once sent: a connection lost meanwhile keeps the rest.
+        while let Some(frame) = pending.front() {
+            if let Err(e) = self.send(&mut live.ws, frame).await {
+                return End::Lost(e.to_string());
+            }
+            pending.pop_front();
         }
         let limit = live.open.silence_limit();
         let mut deadline = Instant::now() + limit;
@@ -250,6 +273,7 @@ impl Session {
                     match frame {
                         Err(e) => return End::Lost(e.to_string()),
                         Ok(inbound) => {
+                            *healthy |= inbound == Inbound::Ping;
                             if let Some(end) = self.handle(inbound, live, events).await {
                                 return end;
                             }
@@ -257,17 +281,11 @@ impl Session {
                     }
                 }
                 command = commands.recv() => match command {
-                    None | Some(Command::Close) => {
-                        let _ = live.ws.close(None).await;
-                        return End::Stop;
-                    }
-                    Some(Command::Reconnect) => {
-                        let _ = live.ws.close(None).await;
-                        return End::Reconnect;
-                    }
+                    None | Some(Command::Close) => return End::Stop,
+                    Some(Command::Reconnect) => return End::Reconnect,
                     Some(Command::Emit { name, data }) => {
                         let (frame, kept) = self.note(&name, &data);
-                        if let Err(e) = send(&mut live.ws, &frame).await {
+                        if let Err(e) = self.send(&mut live.ws, &frame).await {
                             // A kept subscription goes again with the replay.
                             if !kept {
                                 pending.push_back(frame);
@@ -293,7 +311,7 @@ impl Session {
         events: &UnboundedSender<Result<Event, WsError>>,
     ) -> Option<End> {
         match inbound {
-            Inbound::Ping => match send(&mut live.ws, PONG).await {
+            Inbound::Ping => match self.send(&mut live.ws, PONG).await {
                 Ok(()) => None,
                 Err(e) => Some(End::Lost(e.to_string())),
             },
@@ -316,27 +334,49 @@ impl Session {
         }
     }
 
+    /// Sends `frame`, within the open timeout: a peer that stops reading is a lost one.
+    async fn send(&self, ws: &mut Ws, frame: &str) -> Result<(), BoxError> {
+        match timeout(self.open_timeout, send(ws, frame)).await {
+            Ok(sent) => sent.map_err(Into::into),
+            Err(_) => {
+                Err(format!("a frame could not be sent within {:?}", self.open_timeout).into())
+            }
+        }
+    }
+
     /// Opens a new connection: at once when `now`, else after the backoff, and again after
-    /// each failed attempt. `Err(None)` when the socket was closed meanwhile.
+    /// each failed attempt, until `max_attempts` attempts have been made since the socket was
+    /// last healthy. `Err(None)` when the socket was closed meanwhile.
     async fn reconnect(
         &self,
         mut cause: String,
         now: bool,
+        attempts: &mut u32,
         commands: &mut UnboundedReceiver<Command>,
         pending: &mut VecDeque<String>,
     ) -> Result<Live, Option<WsError>> {
-        let mut failures = 0u32;
-        let mut delay = if now {
-            Duration::ZERO
-        } else {
-            self.backoff.delay(0, crate::random_u64())
-        };
+        let mut retry_after = None;
+        let mut first = true;
         loop {
+            if self.max_attempts.is_some_and(|max| *attempts >= max) {
+                return Err(Some(WsError::GaveUp {
+                    attempts: *attempts,
+                    last: cause.into(),
+                }));
+            }
+            let delay = if first && now {
+                Duration::ZERO
+            } else {
+                self.backoff
+                    .delay(*attempts, crate::random_u64())
+                    .max(retry_after.unwrap_or_default())
+            };
+            first = false;
             #[cfg(feature = "tracing")]
-            tracing::info!(attempt = failures + 1, delay_ms = delay.as_millis() as u64, %cause, "socket reconnecting");
+            tracing::info!(attempt = *attempts + 1, delay_ms = delay.as_millis() as u64, %cause, "socket reconnecting");
             if let Some(f) = &self.on_reconnect {
                 f(&Reconnect {
-                    attempt: failures + 1,
+                    attempt: *attempts + 1,
                     delay,
                     cause: cause.clone(),
                 });
@@ -344,10 +384,11 @@ impl Session {
             if !self.wait(delay, commands, pending).await {
                 return Err(None);
             }
-            let (error, retry_after) = match self.open().await {
+            *attempts += 1;
+            match self.open().await {
                 Ok(live) => {
                     #[cfg(feature = "tracing")]
-                    tracing::info!(attempt = failures + 1, "socket reconnected");
+                    tracing::info!(attempt = *attempts, "socket reconnected");
                     return Ok(live);
                 }
                 Err(Failure::Final(e)) => {
@@ -355,22 +396,17 @@ impl Session {
                     tracing::warn!(error = %e, "socket refused");
                     return Err(Some(e));
                 }
-                Err(Failure::Transient { error, retry_after }) => (error, retry_after),
-            };
-            failures += 1;
-            if self.max_attempts.is_some_and(|max| failures >= max) {
-                return Err(Some(WsError::GaveUp {
-                    attempts: failures,
-                    last: error,
-                }));
+                Err(Failure::Transient {
+                    error,
+                    retry_after: wait,
+                }) => {
+                    cause = error.to_string();
+                    retry_after = wait;
+                }
             }
-            cause = error.to_string();
-            delay = self
-                .backoff
-                .delay(failures, crate::random_u64())
-                .max(retry_after.unwrap_or_default());
         }
     }
+
     /// The frame emitting `name` with `data`, noted for the replay; `true` when the replay
     /// sends it.
     fn note(&self, name: &str, data: &serde_json::Value) -> (String, bool) {
@@ -408,6 +444,9 @@ impl Session {
     }
 }
 
+/// How long closing a connection may take before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Reads the next text frame and parses it; other frames parse as [`Inbound::Other`]. A closed
 /// socket is an error.
 async fn read(ws: &mut Ws) -> Result<Inbound, BoxError> {
@@ -421,35 +460,6 @@ async fn read(ws: &mut Ws) -> Result<Inbound, BoxError> {
 
 async fn send(ws: &mut Ws, frame: &str) -> Result<(), tungstenite::Error> {
     ws.send(Message::text(frame)).await
-}
-
-/// A failed upgrade: 401 and 403 are refusals; anything else may pass, after `Retry-After`.
-fn upgrade_failure(e: tungstenite::Error) -> Failure {
-    let tungstenite::Error::Http(resp) = e else {
-        return Failure::transient(e);
-    };
-    let status = resp.status();
-    let body = resp.body().as_deref().unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return Failure::Final(WsError::Refused {
-            status: Some(status),
-            message,
-        });
-    }
-    let retry_after = resp
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    Failure::Transient {
-        error: format!("the upgrade was answered {status}: {message}").into(),
-        retry_after,
-    }
 }
 
 #[cfg(test)]

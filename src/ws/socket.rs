@@ -115,8 +115,11 @@ impl SocketBuilder {
         self
     }
 
-    /// Gives up after this many reconnect attempts fail in a row, ending the socket with
-    /// [`WsError::GaveUp`] (default `None`: never gives up).
+    /// Gives up after this many reconnect attempts since the socket was last healthy, ending
+    /// it with [`WsError::GaveUp`] (default `None`: never gives up; `Some(0)`: never
+    /// reconnects). A connection is healthy once it has answered a ping; one that opens and is
+    /// lost before then counts as an attempt that failed, so a server that keeps accepting and
+    /// dropping the socket is given up on too.
     pub fn max_reconnect_attempts(mut self, attempts: Option<u32>) -> Self {
         self.max_attempts = attempts;
         self
