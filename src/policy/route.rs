@@ -362,6 +362,7 @@ mod tests {
             ("/a/{id}/c", "/a//c", false),
             ("/a/{id}/c", "/a/1/2/c", false),
             ("/a/{id}", "/a/", false),
+            ("/a/{id}", "/a//", false),
             ("/a/{id}", "/a", false),
             ("/**", "/", true),
             ("/**", "/anything/at/all", true),
@@ -372,6 +373,16 @@ mod tests {
         for (pattern, path, expected) in cases {
             assert_eq!(matches(pattern, path), *expected, "{pattern} on {path:?}");
         }
+    }
+
+    #[test]
+    fn the_fallback_is_what_unmatched_routes_accept() {
+        let table = RouteTable::new(Accepts::HMAC)
+            .with_route(Some(Method::GET), "/a", Accepts::ANONYMOUS)
+            .expect("valid")
+            .with_fallback(Accepts::PRIVY);
+        assert_eq!(table.accepts(&Method::GET, "/b"), Accepts::PRIVY);
+        assert_eq!(table.accepts(&Method::GET, "/a"), Accepts::ANONYMOUS);
     }
 
     #[test]
