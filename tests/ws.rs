@@ -692,7 +692,9 @@ async fn an_event_emitted_while_reconnecting_is_sent_once_connected() {
         .expect("queued");
     next_named(&mut socket, "orderEvent").await;
     // Frames arrive in order: once this is answered, everything before it has arrived.
-    socket.emit("subscribe_market_prices", json!({})).expect("emit");
+    socket
+        .emit("subscribe_market_prices", json!({}))
+        .expect("emit");
     next_named(&mut socket, "newPriceData").await;
     let second: Vec<(String, Value)> = mock
         .socket_events()
