@@ -484,6 +484,7 @@ mod tests {
         let sig = creds.sign("t", "GET", "/", b"");
         let shown = format!("{sig:?}");
         assert!(!shown.contains(sig.as_str()));
+        assert_eq!(shown, "Signature(<redacted>)", "says what it is");
         assert_eq!(sig.as_str().len(), SIGNATURE_LEN);
     }
 
