@@ -112,7 +112,8 @@ impl Pattern {
     }
 }
 
-/// A method, in upper case, or any method.
+/// A method, in upper case, or any method. A `GET` rule covers `HEAD` as well: the server's
+/// router answers `HEAD` with the `GET` handler, so the two must be authenticated alike.
 #[derive(Clone, Debug)]
 struct MethodRule(Option<Method>);
 
@@ -122,7 +123,9 @@ impl MethodRule {
     }
 
     fn matches(&self, method: &Method) -> bool {
-        self.0.as_ref().is_none_or(|m| m == method)
+        self.0
+            .as_ref()
+            .is_none_or(|m| m == method || (m == Method::GET && method == Method::HEAD))
     }
 }
 
@@ -193,7 +196,8 @@ impl ScopeRequirement {
         }
     }
 
-    /// Also `scope` when the request's JSON body has `field: true`.
+    /// Also `scope` when the request's JSON body sets `field` (`true`, or any value but
+    /// `false`, `null`, `0` and `""`).
     pub fn when_body_flag(mut self, field: &str, scope: Scope) -> Self {
         self.body_flag = Some((field.into(), scope));
         self
@@ -218,8 +222,9 @@ impl ScopeRequirement {
 ///
 /// Each aspect is a list of rules that match a method (or any method) and a path pattern; the
 /// rule added last that matches a request applies, and requests no accepts-rule matches get the
-/// fallback. Methods and path literals match ASCII case-insensitively and one trailing slash is
-/// ignored, because the server routes those variants to the same handler.
+/// fallback. Methods and path literals match ASCII case-insensitively, one trailing slash is
+/// ignored, and a `GET` rule covers `HEAD`, because the server routes those variants to the
+/// same handler.
 ///
 /// Patterns are `/literal/{param}/…`, where `{param}` is one non-empty segment, optionally
 /// ending in `/**`: the path and everything below it.
@@ -423,6 +428,22 @@ mod tests {
             Accepts::PRIVY
         );
         assert_eq!(t.accepts(&Method::POST, "/a/b"), Accepts::HMAC);
+        assert_eq!(t.accepts(&Method::GET, "/b"), Accepts::DEFAULT);
+    }
+
+    #[test]
+    fn a_get_rule_covers_head_and_nothing_else() {
+        let t = RouteTable::new(Accepts::DEFAULT)
+            .with_route(Some(Method::GET), "/a", Accepts::PRIVY)
+            .and_then(|t| t.with_route(Some(Method::POST), "/b", Accepts::PRIVY))
+            .expect("valid");
+        assert_eq!(t.accepts(&Method::HEAD, "/a"), Accepts::PRIVY);
+        assert_eq!(
+            t.accepts(&Method::from_bytes(b"head").expect("m"), "/a"),
+            Accepts::PRIVY
+        );
+        assert_eq!(t.accepts(&Method::OPTIONS, "/a"), Accepts::DEFAULT);
+        assert_eq!(t.accepts(&Method::HEAD, "/b"), Accepts::DEFAULT);
         assert_eq!(t.accepts(&Method::GET, "/b"), Accepts::DEFAULT);
     }
 }

@@ -92,7 +92,7 @@ fn each_route_kind_with_each_set_of_credentials() {
         "HMAC token-1",
         "key lmts_key",
     ];
-    let routes: [(&str, &str, &[&str; 7]); 17] = [
+    let routes: [(&str, &str, &[&str; 7]); 19] = [
         ("GET", "/auth/api-tokens/capabilities", &privy),
         ("POST", "/auth/api-tokens/derive", &privy),
         ("POST", "/portfolio/withdrawal-addresses", &privy),
@@ -110,6 +110,9 @@ fn each_route_kind_with_each_set_of_credentials() {
         ("GET", "/auth/api-tokens/capabilities/extra", &default),
         ("DELETE", "/portfolio/withdrawal-addresses", &default),
         ("GET", "/auth/api-tokens/capabilities?x=1", &privy),
+        // The server answers HEAD with the GET handler.
+        ("HEAD", "/auth/api-tokens/capabilities", &privy),
+        ("HEAD", "/profiles/partner-accounts", &hmac_only),
     ];
     let none = Extensions::new();
     for (method, target, expected) in routes {
@@ -341,6 +344,10 @@ fn route_headers_to_strip() {
     };
     assert_eq!(
         strip(Method::GET, "/profiles/partner-accounts?limit=5"),
+        [HeaderName::from_static("x-on-behalf-of")]
+    );
+    assert_eq!(
+        strip(Method::HEAD, "/profiles/partner-accounts"),
         [HeaderName::from_static("x-on-behalf-of")]
     );
     assert!(strip(Method::POST, "/profiles/partner-accounts").is_empty());
