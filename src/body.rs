@@ -143,8 +143,9 @@ impl Gather {
                         Some(buf) => buf,
                         None => {
                             let hint = body.size_hint();
-                            let want = hint.upper().unwrap_or(hint.lower()) as usize;
-                            let cap = (self.len + want).min(self.limit);
+                            let want = hint.upper().unwrap_or(hint.lower());
+                            let want = usize::try_from(want).unwrap_or(usize::MAX);
+                            let cap = self.len.saturating_add(want).min(self.limit);
                             self.joined.insert(BytesMut::with_capacity(cap))
                         }
                     };
@@ -339,6 +340,34 @@ mod tests {
         let body = chunks(vec![b"ab", b"", b"cd", b"e"]);
         let out = block_on(Collect::new(body, 5, None)).expect("fits exactly");
         assert_eq!(&out[..], b"abcde");
+    }
+
+    /// Two chunks, with a size hint that claims the most a `u64` can hold.
+    struct Boastful(Vec<&'static [u8]>);
+
+    impl Body for Boastful {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            let next = (!self.0.is_empty()).then(|| self.0.remove(0));
+            Poll::Ready(next.map(|p| Ok(http_body::Frame::data(Bytes::from_static(p)))))
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            let mut hint = http_body::SizeHint::new();
+            hint.set_upper(u64::MAX);
+            hint
+        }
+    }
+
+    #[test]
+    fn a_size_hint_of_any_size_is_only_a_hint() {
+        let out = block_on(Collect::new(Boastful(vec![b"ab", b"cd"]), 16, None)).expect("fits");
+        assert_eq!(&out[..], b"abcd");
     }
 
     #[test]
