@@ -108,11 +108,24 @@ pub(crate) fn apply(decision: Decision<'_>, headers: &mut HeaderMap) -> Option<S
     }
 }
 
+/// Whether the server, in JavaScript, takes `value` as set: anything but `false`, `null`, `0`
+/// and `""`. A flag the local check would read as unset must not pass as set on the server.
+fn truthy(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_none_or(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
 /// What an HMAC decision leaves to do once the body is at hand.
 #[derive(Debug)]
 pub(crate) struct Signer {
     hmac: HmacCredentials,
-    /// A body field that needs a scope the token lacks when it is `true`.
+    /// A body field that needs a scope the token lacks when it is set.
     body_scope: Option<(Box<str>, Scope)>,
 }
 
@@ -140,7 +153,7 @@ impl Signer {
         scope: &Scope,
     ) -> Result<(), PolicyError> {
         let set = serde_json::from_slice::<serde_json::Value>(body)
-            .is_ok_and(|v| v.get(field) == Some(&serde_json::Value::Bool(true)));
+            .is_ok_and(|v| v.get(field).is_some_and(truthy));
         if set {
             Err(PolicyError::missing_scope(method, path, scope, &self.hmac))
         } else {
@@ -228,6 +241,42 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["authorization", "x-lmts"]);
+    }
+
+    #[test]
+    fn a_body_flag_is_set_as_javascript_reads_it() {
+        let signer = Signer {
+            hmac: HmacCredentials::new("t", "c2VjcmV0").expect("valid"),
+            body_scope: Some(("wallet".into(), Scope::DelegatedSigning)),
+        };
+        let refused = |body: &str| {
+            signer
+                .check_body(&Method::POST, "/p", body.as_bytes())
+                .is_err()
+        };
+        for set in [
+            r#"{"wallet":true}"#,
+            r#"{"wallet":1}"#,
+            r#"{"wallet":-0.5}"#,
+            r#"{"wallet":"false"}"#,
+            r#"{"wallet":[]}"#,
+            r#"{"wallet":{}}"#,
+        ] {
+            assert!(refused(set), "{set}");
+        }
+        for unset in [
+            r#"{"wallet":false}"#,
+            r#"{"wallet":0}"#,
+            r#"{"wallet":0.0}"#,
+            r#"{"wallet":""}"#,
+            r#"{"wallet":null}"#,
+            r#"{"other":true}"#,
+            r#"[{"wallet":true}]"#,
+            "not json",
+            "",
+        ] {
+            assert!(!refused(unset), "{unset}");
+        }
     }
 
     #[test]

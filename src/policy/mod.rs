@@ -182,7 +182,8 @@ pub struct Decision<'t> {
     pub strip: &'t [HeaderName],
     /// For an HMAC token whose scopes are known: a JSON body field and the scope it requires
     /// when `true`, which the token lacks. The front door reads the body it signs, and refuses
-    /// the request with [`PolicyError::MissingScope`] if the field is `true`.
+    /// the request with [`PolicyError::MissingScope`] if the field is set (`true`, or any value
+    /// but `false`, `null`, `0` and `""`, as the server's JavaScript reads it).
     pub body_scope: Option<(&'t str, &'t Scope)>,
 }
 
