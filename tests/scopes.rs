@@ -473,3 +473,66 @@ async fn token_scopes_can_be_refreshed_from_the_api() {
     ));
     assert_eq!(mock.request_count(), before);
 }
+
+/// The client decides once, before its checks, and the stack carries out that decision on every
+/// attempt: a token holding a denied scope, swapped in between two attempts, is not used.
+#[tokio::test(start_paused = true)]
+async fn a_token_swapped_in_between_attempts_does_not_skip_the_scope_check() {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<http::HeaderMap>>>;
+    let seen: Seen = Arc::default();
+    let swap: Arc<Mutex<Option<limitless_auth::SharedCredentials>>> = Arc::default();
+    let transport = {
+        let (seen, swap) = (seen.clone(), swap.clone());
+        tower::service_fn(move |req: Request<http_body_util::Full<Bytes>>| {
+            let (seen, swap) = (seen.clone(), swap.clone());
+            async move {
+                let first = {
+                    let mut seen = seen.lock().expect("lock");
+                    seen.push(req.headers().clone());
+                    seen.len() == 1
+                };
+                if first {
+                    // Between the attempts, an HMAC token known to hold `withdrawal` arrives.
+                    let shared = swap.lock().expect("lock").clone().expect("set");
+                    let token = partner().with_scopes([Scope::Trading, Scope::Withdrawal]);
+                    shared.update(|c| c.clone().with_hmac(token.clone()));
+                }
+                let status = if first { 429 } else { 200 };
+                let resp = http::Response::builder()
+                    .status(status)
+                    .header("retry-after", "0")
+                    .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+                    .expect("response");
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let bot = Client::builder()
+        .base_url("https://api.limitless.exchange")
+        .credentials(
+            Credentials::new().with_identity(IdentityToken::new(PARTNER_IDENTITY).expect("t")),
+        )
+        .deny_scopes([Scope::Withdrawal])
+        .build_with_transport(transport)
+        .expect("client");
+    *swap.lock().expect("lock") = Some(bot.credentials().clone());
+    let status = post(&bot, "/portfolio/withdraw", r#"{"amount":"1"}"#)
+        .await
+        .expect("sent");
+    assert_eq!(status, StatusCode::OK);
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "the 429 was retried");
+    for (attempt, headers) in seen.iter().enumerate() {
+        assert!(headers.contains_key("identity"), "attempt {attempt}");
+        assert!(!headers.contains_key("lmts-signature"), "attempt {attempt}");
+    }
+    // A request decided after the swap uses the new token, and so meets the check.
+    let err = post(&bot, "/portfolio/withdraw", r#"{"amount":"1"}"#)
+        .await
+        .expect_err("denied");
+    assert!(
+        matches!(&err, Error::ScopeDenied { scope, .. } if *scope == Scope::Withdrawal),
+        "{err:?}"
+    );
+}

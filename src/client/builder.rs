@@ -338,12 +338,12 @@ impl ClientBuilder {
             .with_clock(skew.clock())
             .body_limit(self.body_limit);
         let table = layer.table().clone();
-        let stack = Observe::new(
-            layer.layer(transport),
+        let stack = layer.layer(Observe::new(
+            transport,
             skew.clone(),
             self.response_limit,
             user_agent,
-        );
+        ));
         let holder = Holder::new(
             self.credentials,
             self.identity_source,
@@ -357,8 +357,6 @@ impl ClientBuilder {
                     self.retry,
                     Some(Arc::new(SkewRetry {
                         tracker: skew.clone(),
-                        table: table.clone(),
-                        credentials: holder.shared.clone(),
                     })),
                 ),
                 timeout: self.timeout,

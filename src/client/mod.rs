@@ -8,22 +8,27 @@
 //!                 clock skew, the time budget
 //! └ typed errors  the one place where the stack's boxed errors become client::Error
 //!   └ timeout     tower::timeout, per attempt: sending, the response head and the whole body
-//!     └ observe   the server's clock offset from Date; the response body read within a limit
-//!       └ AuthLayer  decide and carry out: identity: Bearer … on Privy routes; lmts-* headers
-//!                    on HMAC routes, signed with the corrected clock; local refusal when the
-//!                    route's credential is missing
+//!     └ AuthLayer  decide and carry out: identity: Bearer … on Privy routes; lmts-* headers
+//!                  on HMAC routes, signed with the corrected clock; local refusal when the
+//!                  route's credential is missing
+//!       └ observe  the server's clock offset from Date; the response body read within a
+//!                  limit; a mark on the response when the request carried a timestamp
 //!         └ transport  hyper-util's pooled client over hyper-rustls (ring, web PKI roots or your
 //!                      own rustls config): HTTP/2 when the server offers it by ALPN, HTTP/1.1
 //!                      otherwise, idle connections reaped in the background; or any tower
 //!                      service of yours (ClientBuilder::build_with_transport)
 //! ```
 //!
+//! The observer sits below the authentication layer, so it sees what was carried out: a 401 is
+//! re-signed only when the request it answers carried a timestamp, read from the request
+//! itself rather than decided again.
+//!
 //! Signing sits below retry, so every attempt carries a fresh timestamp and signature. With an
-//! identity source or denied scopes, the client first asks [`decide`] how the
-//! request will be sent, and refreshes the identity token or checks the HMAC token's scopes;
-//! the stack's `AuthLayer` then makes and carries out that same decision. The client is cheap
-//! to clone (one `Arc`) and clones share the connection pool, the credentials and the measured
-//! clock offset.
+//! identity source or denied scopes, the client first asks [`decide`] how the request will be
+//! sent, and refreshes the identity token or checks the HMAC token's scopes; the stack's
+//! `AuthLayer` then carries out that same decision (its mode is pinned on the request). The
+//! client is cheap to clone (one `Arc`) and clones share the connection pool, the credentials
+//! and the measured clock offset.
 //!
 //! ```no_run
 //! use limitless_auth::{Credentials, client::Client};
@@ -122,9 +127,9 @@ fn json_request(
     Ok(req)
 }
 
-/// The stack below the per-attempt timeout: the skew observer over the authentication layer
+/// The stack below the per-attempt timeout: the authentication layer over the skew observer
 /// over the shared transport.
-type Stack = Observe<Auth<Transport, OffsetClock<Arc<dyn Clock>>>>;
+type Stack = Auth<Observe<Transport>, OffsetClock<Arc<dyn Clock>>>;
 
 /// A Limitless API client: see the [module docs](self).
 #[derive(Clone)]
@@ -283,7 +288,9 @@ impl Client {
     /// Asks [`decide`] how `req` will be sent, and before sending it: for HMAC with denied
     /// scopes, learns the token's scopes if unknown and refuses a token holding a denied one;
     /// for Privy with an identity source, refreshes a token that is missing or about to expire,
-    /// and once more after the request is answered 401.
+    /// and once more after the request is answered 401. The mode decided here is pinned on the
+    /// request, so the stack carries out this decision on every attempt, whatever the
+    /// credentials become meanwhile: a token swapped in later cannot skip these checks.
     async fn send_with_steps(
         &self,
         mut req: Request<Full<Bytes>>,
@@ -301,7 +308,7 @@ impl Client {
         );
         // A credential the caller put on this request is the caller's to keep fresh.
         let own_identity = req.extensions().get::<IdentityToken>().is_some();
-        let privy = match decided {
+        let mode = match decided {
             Ok(d) => match d.credential {
                 Credential::Hmac(hmac) if holder.denies() => {
                     let own = req.extensions().get::<HmacCredentials>().is_some();
@@ -309,27 +316,27 @@ impl Client {
                     holder.check_denied(&hmac)?;
                     // The token checked is the token the stack signs with.
                     req.extensions_mut().insert(hmac);
-                    false
+                    AuthMode::Hmac
                 }
                 Credential::Privy(token) if holder.refreshes() && !own_identity => {
                     if holder.due(Some(&token), inner.skew.server_now()) {
                         holder.refresh_identity(Some(&token)).await?;
                     }
-                    true
+                    AuthMode::Privy
                 }
-                _ => false,
+                other => other.mode(),
             },
             Err(PolicyError::MissingCredential { accepts, .. })
                 if holder.refreshes() && !own_identity && accepts.contains(AuthMode::Privy) =>
             {
                 holder.refresh_identity(None).await?;
-                true
+                AuthMode::Privy
             }
-            // The stack refuses it, with the same error.
-            Err(_) => false,
+            Err(refused) => return Err(refused.into()),
         };
         drop(creds);
-        if !privy {
+        req.extensions_mut().insert(mode);
+        if mode != AuthMode::Privy || !holder.refreshes() || own_identity {
             return inner.call(req, timeout).await;
         }
         // A copy to send again after a 401, when the identity token may be what was refused.

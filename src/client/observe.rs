@@ -68,15 +68,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    /// Calling the stack below signs the request: the timestamp is taken as close to sending
-    /// as it can be.
+    /// Takes the request as the authentication layer above carried its decision out: a
+    /// request signed with a timestamp is marked with the clock offset it was signed with.
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
         if req.headers().get(http::header::USER_AGENT).is_none() {
             req.headers_mut()
                 .insert(http::header::USER_AGENT, self.user_agent.clone());
         }
         let sent = self.skew.local_now();
-        let signed_with = SignedWith(self.skew.offset_millis());
+        let signed_with = req
+            .headers()
+            .contains_key(crate::headers::LMTS_TIMESTAMP)
+            .then(|| SignedWith(self.skew.offset_millis()));
         Receive {
             skew: self.skew.clone(),
             sent,
@@ -89,8 +92,9 @@ where
     }
 }
 
-/// The clock offset applied when the request of a response was signed, in milliseconds: a 401
-/// is re-signed only when the offset has changed since.
+/// On the response to a request signed with a timestamp (HMAC): the clock offset applied when
+/// it was signed, in milliseconds. A 401 is re-signed only when there is a timestamp to
+/// correct, and the offset has changed since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SignedWith(pub(crate) i64);
 
@@ -99,7 +103,7 @@ pin_project! {
     pub(crate) struct Receive<F, B> {
         skew: Arc<SkewTracker>,
         sent: i64,
-        signed_with: SignedWith,
+        signed_with: Option<SignedWith>,
         limit: usize,
         #[pin]
         state: ReceiveState<F, B>,
@@ -139,7 +143,9 @@ where
                     this.skew
                         .observe(response.status(), response.headers(), *this.sent, received);
                     let (mut parts, body) = response.into_parts();
-                    parts.extensions.insert(*this.signed_with);
+                    if let Some(signed_with) = *this.signed_with {
+                        parts.extensions.insert(signed_with);
+                    }
                     this.state.set(ReceiveState::Body {
                         collect: Collect::new(body, *this.limit, None),
                         parts: Some(parts),
