@@ -218,7 +218,7 @@ async fn a_certificate_the_client_does_not_trust_is_not_tried_again() {
         .request(Method::GET, "/orders", None)
         .await
         .expect_err("untrusted");
-    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert!(matches!(err, Error::Certificate(_)), "{err:?}");
     assert!(err.is_local());
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),

@@ -226,7 +226,7 @@ async fn a_server_the_roots_do_not_vouch_for_is_refused() {
         .request(Method::GET, "/markets/active", None)
         .await
         .expect_err("unknown issuer");
-    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert!(matches!(err, Error::Certificate(_)), "{err:?}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 

@@ -31,8 +31,9 @@ impl fmt::Debug for RawBody {
 ///
 /// Every error says which of three things happened, which matters most for an order:
 /// 1. **nothing reached the API's logic** ([`Error::is_local`]): refused locally (the variants
-///    before [`Error::Connect`]), no connection ([`Error::Connect`]), or refused by the server
-///    before it processed the request ([`Error::NotProcessed`]): it is safe to send again;
+///    before [`Error::Connect`]), no connection ([`Error::Connect`], [`Error::Certificate`]), or
+///    refused by the server before it processed the request ([`Error::NotProcessed`]): it is
+///    safe to send again;
 /// 2. **it may have been processed** ([`Error::may_have_been_sent`]): the connection failed or
 ///    timed out after the request went out; check the order's status before sending it again;
 /// 3. **a response came** ([`Error::status`]).
@@ -93,6 +94,10 @@ pub enum Error {
     /// No connection could be made; the request was not sent.
     #[error("could not connect: {}", Chain(&**.0))]
     Connect(#[source] BoxError),
+    /// The server's TLS certificate is not one the client accepts (an unknown issuer, another
+    /// host's name, expired); the request was not sent, and sending it again cannot help.
+    #[error("the server's certificate was refused: {}; nothing was sent", Chain(&**.0))]
+    Certificate(#[source] BoxError),
     /// The connection refused the request before the server processed it: an HTTP/2
     /// `REFUSED_STREAM`, a stream above the last one a `GOAWAY` kept, or a request the
     /// connection handed back unsent.
@@ -252,6 +257,7 @@ impl Error {
                     | Self::ScopeDenied { .. }
                     | Self::ScopesUnknown(_)
                     | Self::Connect(_)
+                    | Self::Certificate(_)
                     | Self::NotProcessed(_)
             ),
         }
@@ -336,6 +342,7 @@ impl Error {
             Err(e) => e,
         };
         match delivery(&*err) {
+            Delivery::NoConnection if is_certificate_error(&*err) => Self::Certificate(err),
             Delivery::NoConnection => Self::Connect(err),
             Delivery::NotProcessed => Self::NotProcessed(err),
             Delivery::Unknown => Self::Transport(err),
@@ -387,7 +394,7 @@ fn delivery(err: &(dyn std::error::Error + 'static)) -> Delivery {
 }
 
 /// Whether `err` is a TLS certificate the client does not accept: sending again cannot help.
-pub(crate) fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
+fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
     // hyper-rustls reports TLS failures as I/O errors that carry the rustls error, possibly in
     // another I/O error: `source()` skips what an I/O error carries, `get_ref()` does not.
     let mut cur = Some(err);

@@ -46,10 +46,12 @@
 //! | outcome | idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) | other methods (POST, PATCH) |
 //! |---|---|---|
 //! | could not connect (nothing sent) | retried with backoff | retried with backoff |
-//! | 429 Too Many Requests | after `Retry-After` / `retryAfterSeconds`, else backoff | the same |
+//! | refused before processing: HTTP/2 `REFUSED_STREAM`, a stream above a `GOAWAY`'s last one, a request handed back unsent | retried with backoff | retried with backoff |
+//! | a TLS certificate the client does not accept ([`Error::Certificate`]) | returned: it cannot change | the same |
+//! | 429 Too Many Requests | after `Retry-After` / `retryAfterSeconds`, at least the backoff step; else backoff | the same |
 //! | 502, 503, 504 | retried with backoff | returned: the request may have been processed |
-//! | timeout, connection lost | retried with backoff | returned: the request may have been processed |
-//! | 401 while the measured clock skew exceeds the threshold | re-signed with corrected time and retried once | the same |
+//! | timeout, connection lost, unanswered HTTP/2 PING | retried with backoff | returned: the request may have been processed |
+//! | 401 to a request signed with a timestamp (HMAC), when the measured clock offset has moved past the threshold since it was signed | re-signed with corrected time and retried once | the same |
 //! | 400, 401, 403, 409, 422, any other status, any local error | returned | returned |
 //!
 //! Backoff is exponential with jitter (each delay drawn from the upper half of

@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::retry::Policy;
 
-use super::error::{Error, is_certificate_error};
+use super::error::Error;
 use super::observe::SignedWith;
 use crate::clock::{Clock as _, SystemClock};
 use crate::skew::{AGREEMENT_MS, SkewTracker};
@@ -29,7 +29,8 @@ pub struct RetryConfig {
     pub max_elapsed: Duration,
     /// The longest server-requested wait that is slept through (default 30 s).
     pub max_retry_after: Duration,
-    /// Re-sign and retry a 401 once when the measured clock skew is over the threshold
+    /// Re-sign and retry, once, a 401 to a request signed with a timestamp (HMAC) when the
+    /// measured clock offset is over the threshold and has moved since the request was signed
     /// (default true).
     pub retry_skewed_unauthorized: bool,
 }
@@ -110,8 +111,6 @@ enum Failure {
 
 fn classify(err: &Error) -> Failure {
     match err {
-        // A certificate the client does not accept stays so.
-        Error::Connect(e) if is_certificate_error(&**e) => Failure::Final,
         Error::Connect(_) | Error::NotProcessed(_) => Failure::NotSent,
         Error::Transport(_) | Error::Timeout(_) => Failure::MaybeSent,
         _ => Failure::Final,
