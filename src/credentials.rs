@@ -365,9 +365,9 @@ impl HeaderSecret {
 /// let jwt = "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.\
 ///            eyJzdWIiOiJkaWQ6cHJpdnk6eCIsImlhdCI6MTc3NDg3MjAwMCwiZXhwIjoxNzc0ODc1NjAwfQ.c2ln";
 /// let token = IdentityToken::new(jwt)?;
-/// assert_eq!(token.expires_at().unwrap().as_str(), "2026-03-30T13:00:00.000Z");
-/// assert!(!token.is_expired_at(1_774_875_599_999));
-/// assert!(token.is_expired_at(1_774_875_600_000));
+/// let expires = token.expires_at().expect("a JWT with exp");
+/// assert_eq!(expires.as_str(), "2026-03-30T13:00:00.000Z");
+/// assert_eq!(expires.unix_millis(), 1_774_875_600_000);
 /// assert!(IdentityToken::new("not-a-jwt")?.expires_at().is_none());
 /// # Ok::<(), limitless_auth::CredentialError>(())
 /// ```
@@ -431,7 +431,7 @@ impl IdentityToken {
 
     /// Whether the token has expired at `now_millis` (milliseconds since the Unix epoch);
     /// never for a token with no known expiry.
-    pub fn is_expired_at(&self, now_millis: i64) -> bool {
+    pub(crate) fn is_expired_at(&self, now_millis: i64) -> bool {
         self.times.expires.is_some_and(|exp| now_millis >= exp)
     }
 
@@ -457,7 +457,7 @@ impl IdentityToken {
 
     /// The `identity` header value, `Bearer <token>`, marked sensitive. Built once: every
     /// clone shares its bytes.
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         self.secret.header()
     }
 }
@@ -486,7 +486,7 @@ impl ApiKey {
 
     /// The `x-api-key` header value, marked sensitive. Built once: every clone shares its
     /// bytes.
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         self.0.header()
     }
 }

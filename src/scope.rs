@@ -42,14 +42,9 @@ impl Scope {
         }
     }
 
-    /// Parses a comma-separated scope list (`trading, withdrawal`), as `LMTS_TOKEN_SCOPES` and
-    /// `LMTS_DENY_SCOPES` hold it; empty items are skipped.
-    ///
-    /// ```
-    /// use limitless_auth::Scope;
-    /// assert_eq!(Scope::parse_list("trading, withdrawal,"), [Scope::Trading, Scope::Withdrawal]);
-    /// ```
-    pub fn parse_list(text: &str) -> Vec<Self> {
+    /// Parses a comma-separated scope list (`trading, withdrawal`), as `LMTS_TOKEN_SCOPES`
+    /// holds it; empty items are skipped.
+    pub(crate) fn parse_list(text: &str) -> Vec<Self> {
         text.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -58,7 +53,8 @@ impl Scope {
     }
 
     /// Whether this is one of the scopes this crate knows.
-    pub fn is_known(&self) -> bool {
+    #[cfg(any(test, feature = "mock"))]
+    pub(crate) fn is_known(&self) -> bool {
         !matches!(self, Self::Other(_))
     }
 }
@@ -87,5 +83,25 @@ impl<'de> serde::Deserialize<'de> for Scope {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
         Ok(Self::parse(&name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_is_split_on_commas_and_trimmed() {
+        assert_eq!(
+            Scope::parse_list(" trading, withdrawal,,market_making "),
+            [
+                Scope::Trading,
+                Scope::Withdrawal,
+                Scope::Other("market_making".into())
+            ]
+        );
+        assert!(Scope::parse_list(" , ").is_empty());
+        assert!(Scope::Trading.is_known());
+        assert!(!Scope::Other("x".into()).is_known());
     }
 }

@@ -14,7 +14,7 @@ use crate::credentials::{CredentialError, HmacCredentials};
 /// Longest token label the API accepts, in characters.
 pub const MAX_LABEL_CHARS: usize = 128;
 
-pub use crate::scope::Scope;
+use crate::scope::Scope;
 
 /// `GET /auth/api-tokens/capabilities`: what the caller's profile may do with API tokens.
 ///
@@ -23,7 +23,8 @@ pub use crate::scope::Scope;
 /// `false` and `[]`): both decode.
 ///
 /// ```
-/// use limitless_auth::types::{PartnerCapabilities, Scope};
+/// use limitless_auth::Scope;
+/// use limitless_auth::types::PartnerCapabilities;
 /// let caps: PartnerCapabilities = serde_json::from_str(
 ///     r#"{"partnerProfileId":42,"tokenManagementEnabled":true,"allowedScopes":["trading","future_scope"]}"#,
 /// )?;
@@ -82,7 +83,7 @@ pub enum DeriveRequestError {
 
 impl DeriveTokenRequest {
     /// Checks what the API would refuse for sure: label length and scope dependencies.
-    pub fn validate(&self) -> Result<(), DeriveRequestError> {
+    pub(crate) fn validate(&self) -> Result<(), DeriveRequestError> {
         if let Some(label) = &self.label {
             let chars = label.chars().count();
             if chars > MAX_LABEL_CHARS {

@@ -392,7 +392,7 @@ mod against_the_mock {
             text(&out.stderr),
             "lmts: the server refused the socket: Invalid signature\n"
         );
-        assert_eq!(mock.request_count(), 1, "refused once, never retried");
+        assert_eq!(mock.requests().len(), 1, "refused once, never retried");
 
         let unreachable = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -418,7 +418,7 @@ mod against_the_mock {
             assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
             assert!(out.stdout.is_empty());
         }
-        assert_eq!(mock.request_count(), 1, "nothing more was sent");
+        assert_eq!(mock.requests().len(), 1, "nothing more was sent");
     }
 
     #[test]
@@ -533,7 +533,7 @@ mod against_the_mock {
         // A Privy-only route does not take the key: refused, nothing sent.
         let out = lmts_async(strings(&["capabilities", "--base-url", &base]), key).await;
         assert_local_error(&out, "accepts Privy only");
-        assert_eq!(mock.request_count(), 1);
+        assert_eq!(mock.requests().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +548,7 @@ mod against_the_mock {
             &out,
             "GET /auth/api-tokens/capabilities accepts Privy only, but no Privy identity token (LIMITLESS_IDENTITY_TOKEN) is configured; nothing was sent",
         );
-        assert_eq!(mock.request_count(), 0);
+        assert_eq!(mock.requests().len(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,7 +815,7 @@ mod against_the_mock {
         // Known scopes without `withdrawal`: refused locally, exit 2.
         let out = lmts_async(withdraw.clone(), with(&[("LMTS_TOKEN_SCOPES", "trading")])).await;
         assert_local_error(&out, "needs the withdrawal scope");
-        assert_eq!(mock.request_count(), 0);
+        assert_eq!(mock.requests().len(), 0);
         // Unknown scopes: sent, and the server refuses it (exit 1).
         let out = lmts_async(withdraw, with(&[])).await;
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

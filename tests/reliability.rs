@@ -109,7 +109,7 @@ async fn a_skewed_401_is_re_signed_with_the_server_time_and_retried_once() {
     // Later requests are signed with corrected time from the start.
     mock.clear_requests();
     client.list_tokens().await.expect("succeeds");
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn the_offset_is_shared_by_clones_and_applies_to_a_server_behind_us() {
         .list_tokens()
         .await
         .expect("signed right the first time");
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn a_401_while_the_clocks_agree_is_returned_as_is() {
         .expect("client");
     let err = client.list_tokens().await.expect_err("bad signature");
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
 
     // Skew under the threshold (3 s < 5 s): still no retry.
     let (mock, client) = skewed(T0, T0 - 3_000, fast_retries()).await;
@@ -158,7 +158,7 @@ async fn a_401_while_the_clocks_agree_is_returned_as_is() {
     req.extensions_mut().insert(wrong);
     let resp = client.send(req).await.expect("answered");
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
     assert!((2_000..=4_000).contains(&client.clock_offset_millis()));
 }
 
@@ -171,7 +171,7 @@ async fn the_skew_retry_can_be_switched_off() {
     let (mock, client) = skewed(T0, T0 - 60_000, retry).await;
     let err = client.list_tokens().await.expect_err("stale timestamp");
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
     // The offset was still learned: the next call is signed right.
     client.list_tokens().await.expect("corrected");
 }
@@ -225,7 +225,7 @@ async fn attempts_are_bounded() {
     mock.inject_times(Fault::Unavailable, 5);
     let err = client.list_tokens().await.expect_err("gives up");
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
-    assert_eq!(mock.request_count(), 3);
+    assert_eq!(mock.requests().len(), 3);
 
     // No retry would start after max_elapsed.
     mock.clear_faults();
@@ -241,7 +241,7 @@ async fn attempts_are_bounded() {
         .expect("client");
     mock.inject(Fault::Unavailable);
     assert!(client.list_tokens().await.is_err());
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -261,7 +261,7 @@ async fn non_idempotent_requests_are_not_retried_after_they_may_have_been_proces
             .await
             .expect("answered");
         assert!(resp.status.is_server_error());
-        assert_eq!(mock.request_count(), 1, "POST not repeated");
+        assert_eq!(mock.requests().len(), 1, "POST not repeated");
     }
     mock.clear_requests();
     mock.inject(Fault::DropConnection);
@@ -270,13 +270,13 @@ async fn non_idempotent_requests_are_not_retried_after_they_may_have_been_proces
         .await
         .expect_err("connection lost");
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
 
     // The same loss on a GET is retried.
     mock.clear_requests();
     mock.inject(Fault::DropConnection);
     client.list_tokens().await.expect("retried");
-    assert_eq!(mock.request_count(), 2);
+    assert_eq!(mock.requests().len(), 2);
 }
 
 #[tokio::test]
@@ -297,7 +297,7 @@ async fn rate_limits_are_retried_for_any_method_after_the_requested_wait() {
         .await
         .expect("answered");
     assert_eq!(resp.status, StatusCode::CREATED);
-    assert_eq!(mock.request_count(), 2);
+    assert_eq!(mock.requests().len(), 2);
 
     // retryAfterSeconds in the body when there is no header.
     mock.inject(Fault::TooManyRequests {
@@ -321,7 +321,7 @@ async fn rate_limits_are_retried_for_any_method_after_the_requested_wait() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests().len(), 1);
 
     // Garbage Retry-After: ignored, backoff applies.
     mock.clear_requests();
@@ -330,7 +330,7 @@ async fn rate_limits_are_retried_for_any_method_after_the_requested_wait() {
         body_seconds: None,
     });
     client.list_tokens().await.expect("retried after backoff");
-    assert_eq!(mock.request_count(), 2);
+    assert_eq!(mock.requests().len(), 2);
 }
 
 #[tokio::test]
@@ -348,7 +348,7 @@ async fn client_errors_are_never_retried() {
         mock.inject(Fault::json(status, r#"{"message":"no"}"#));
         let err = client.list_tokens().await.expect_err("error status");
         assert_eq!(err.status(), Some(status));
-        assert_eq!(mock.request_count(), 1, "{status}");
+        assert_eq!(mock.requests().len(), 1, "{status}");
     }
 }
 
@@ -369,7 +369,7 @@ async fn retries_can_be_switched_off() {
         client.list_tokens().await,
         Err(Error::RateLimited { .. })
     ));
-    assert_eq!(mock.request_count(), 2);
+    assert_eq!(mock.requests().len(), 2);
 }
 
 /// hyper-util's client over plain TCP.

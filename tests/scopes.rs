@@ -84,7 +84,7 @@ async fn redeem_and_key_management_are_refused_to_the_wrong_credentials() {
             .starts_with("POST /auth/api-keys accepts Privy only"),
         "{err}"
     );
-    assert_eq!(mock.request_count(), 0, "nothing was sent");
+    assert_eq!(mock.requests().len(), 0, "nothing was sent");
     // The mock answers HMAC as the API does, when a caller sends it anyway.
     let mut req = Request::post("/auth/api-keys")
         .body(Bytes::new())
@@ -218,15 +218,15 @@ async fn a_token_known_to_lack_a_scope_is_refused_locally_as_the_server_would() 
         for (method, path, body, lacks) in scoped_cases() {
             let ctx = format!("{method} {path} with {scopes:?}");
             let bytes = (!body.is_empty()).then(|| Bytes::from_static(body.as_bytes()));
-            let before = mock.request_count();
+            let before = mock.requests().len();
             let local_result = local.request(method.clone(), path, bytes.clone()).await;
             let remote_result = remote
                 .request(method.clone(), path, bytes)
                 .await
                 .expect("answered");
             let Some(scope) = &lacks[column] else {
-                assert!(local_result.expect("sent").is_success(), "{ctx}");
-                assert!(remote_result.is_success(), "{ctx}");
+                assert!(local_result.expect("sent").status.is_success(), "{ctx}");
+                assert!(remote_result.status.is_success(), "{ctx}");
                 continue;
             };
             let err = local_result.expect_err("refused locally");
@@ -259,7 +259,7 @@ async fn a_token_known_to_lack_a_scope_is_refused_locally_as_the_server_would() 
                 "{ctx}"
             );
             assert_eq!(
-                mock.request_count(),
+                mock.requests().len(),
                 before + 1,
                 "{ctx}: only the remote request was sent"
             );
@@ -274,7 +274,7 @@ async fn a_server_wallet_needs_delegated_signing_read_from_the_body() {
     let c = client(&mock, Credentials::new().with_hmac(creation_only));
     let plain = post(&c, "/profiles/partner-accounts", r#"{"displayName":"eoa"}"#).await;
     assert_eq!(plain.expect("sent"), StatusCode::CREATED);
-    let before = mock.request_count();
+    let before = mock.requests().len();
     let err = post(
         &c,
         "/profiles/partner-accounts",
@@ -286,7 +286,7 @@ async fn a_server_wallet_needs_delegated_signing_read_from_the_body() {
         matches!(&err, Error::Policy(PolicyError::MissingScope { scope, .. }) if *scope == Scope::DelegatedSigning),
         "{err:?}"
     );
-    assert_eq!(mock.request_count(), before, "nothing was sent");
+    assert_eq!(mock.requests().len(), before, "nothing was sent");
     // The partner's seeded token does hold it: the mock agrees.
     let full = client(&mock, Credentials::new().with_hmac(partner()));
     let status = post(
@@ -386,7 +386,7 @@ async fn denied_scopes_are_learned_once_and_fail_closed() {
         .deny_scopes([Scope::DelegatedSigning])
         .build()
         .expect("client");
-    let before = mock.request_count();
+    let before = mock.requests().len();
     let err = strict.list_tokens().await.expect_err("denied");
     assert!(
         matches!(&err, Error::ScopeDenied { scope, .. } if *scope == Scope::DelegatedSigning),
@@ -394,13 +394,13 @@ async fn denied_scopes_are_learned_once_and_fail_closed() {
     );
     assert!(err.is_local());
     assert_eq!(
-        mock.request_count(),
+        mock.requests().len(),
         before + 1,
         "only the learning request"
     );
     let err = strict.list_tokens().await.expect_err("denied");
     assert!(matches!(err, Error::ScopeDenied { .. }));
-    assert_eq!(mock.request_count(), before + 1, "learned once");
+    assert_eq!(mock.requests().len(), before + 1, "learned once");
 
     // Privy requests are not HMAC requests: not guarded.
     let mixed = Client::builder()
@@ -427,14 +427,14 @@ async fn denied_scopes_are_learned_once_and_fail_closed() {
         StatusCode::INTERNAL_SERVER_ERROR,
         r#"{"message":"boom"}"#,
     ));
-    let before = mock.request_count();
+    let before = mock.requests().len();
     let err = post(&blind, "/orders", r#"{"side":"BUY"}"#)
         .await
         .expect_err("closed");
     assert!(matches!(err, Error::ScopesUnknown(_)), "{err:?}");
     assert!(err.is_local());
     assert_eq!(
-        mock.request_count(),
+        mock.requests().len(),
         before + 1,
         "only the failed learning request"
     );
@@ -463,7 +463,7 @@ async fn token_scopes_can_be_refreshed_from_the_api() {
         ]
     );
     // Now the policy knows: withdrawing is refused locally.
-    let before = mock.request_count();
+    let before = mock.requests().len();
     let err = post(&c, "/portfolio/withdraw", "{}")
         .await
         .expect_err("no withdrawal");
@@ -471,7 +471,7 @@ async fn token_scopes_can_be_refreshed_from_the_api() {
         err,
         Error::Policy(PolicyError::MissingScope { .. })
     ));
-    assert_eq!(mock.request_count(), before);
+    assert_eq!(mock.requests().len(), before);
 }
 
 /// The client decides once, before its checks, and the stack carries out that decision on every

@@ -14,13 +14,6 @@ use crate::{BodyError, BoxError, CredentialError, PolicyError, SigningError};
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct RawBody(pub Bytes);
 
-impl RawBody {
-    /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 impl fmt::Debug for RawBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{} bytes>", self.0.len())

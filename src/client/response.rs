@@ -41,11 +41,6 @@ impl ApiResponse {
         }
     }
 
-    /// Whether the status is 2xx.
-    pub fn is_success(&self) -> bool {
-        self.status.is_success()
-    }
-
     /// `Ok(self)` for 2xx; otherwise [`Error::RateLimited`] for 429 and [`Error::Status`] for
     /// the rest, with the server's message.
     pub fn error_for_status(self) -> Result<Self, Error> {

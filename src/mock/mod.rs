@@ -77,8 +77,8 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::policy::AuthMode;
+use crate::scope::Scope;
 use crate::sign::Timestamp;
-use crate::types::Scope;
 use verify::{Key, Received, Refusal, WINDOW_MS, verify};
 
 /// Identity token of an approved partner: profile 42 with all four scopes.
@@ -270,11 +270,6 @@ impl MockServer {
     /// Every request received so far, in order of arrival.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.requests).clone()
-    }
-
-    /// How many requests were recorded (a request is recorded once it is answered or dropped).
-    pub fn request_count(&self) -> usize {
-        lock(&self.state.requests).len()
     }
 
     /// How many requests have arrived, including those still being answered (delayed).

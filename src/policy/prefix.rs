@@ -12,12 +12,17 @@ use super::error::RouteError;
 /// path.
 ///
 /// ```
-/// use limitless_auth::RoutePrefix;
+/// use http::{Extensions, Method};
+/// use limitless_auth::{AuthMode, Credentials, IdentityToken, RoutePrefix, RouteTable, decide};
 ///
-/// let prefix = RoutePrefix::new("/x")?;
-/// assert_eq!(prefix.route("/x/auth/api-tokens/capabilities"), "/auth/api-tokens/capabilities");
-/// assert_eq!(prefix.route("/xy/orders"), "/xy/orders");
-/// # Ok::<(), limitless_auth::RouteError>(())
+/// let mut extensions = Extensions::new();
+/// extensions.insert(RoutePrefix::new("/x")?);
+/// let creds = Credentials::new().with_identity(IdentityToken::new("privy-identity-token")?);
+/// let table = RouteTable::limitless();
+/// let target = "/x/auth/api-tokens/capabilities";
+/// let d = decide(&table, &Method::GET, target, &extensions, &creds)?;
+/// assert_eq!(d.credential.mode(), AuthMode::Privy);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutePrefix {
@@ -74,7 +79,7 @@ impl RoutePrefix {
 
     /// The Limitless route of a request path: the path after the prefix, or the whole path
     /// when it is not under the prefix.
-    pub fn route<'a>(&self, path: &'a str) -> &'a str {
+    pub(crate) fn route<'a>(&self, path: &'a str) -> &'a str {
         self.strip(path).unwrap_or(path)
     }
 

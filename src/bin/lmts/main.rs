@@ -535,7 +535,7 @@ async fn rotate(label: Option<String>, scopes: Vec<String>, target: Target) -> R
 /// scopes this version does not know.
 fn parse_scopes(scopes: &[String]) -> Option<Vec<Scope>> {
     let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s)).collect();
-    if let Some(unknown) = scopes.iter().find(|s| !s.is_known()) {
+    if let Some(unknown) = scopes.iter().find(|s| matches!(s, Scope::Other(_))) {
         eprintln!("lmts: warning: {unknown} is not a scope this version knows; sending it anyway");
     }
     (!scopes.is_empty()).then_some(scopes)
@@ -578,7 +578,12 @@ async fn connect(target: &Target) -> Result<(Client, Option<MockServer>), Failur
         let deny = deny
             .into_string()
             .map_err(|_| Failure::local(format!("{ENV_DENY_SCOPES} is not valid UTF-8")))?;
-        builder = builder.deny_scopes(Scope::parse_list(&deny));
+        builder = builder.deny_scopes(
+            deny.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Scope::parse),
+        );
     }
     if let Some(timeout) = target.timeout {
         builder = builder.timeout(Some(timeout));
