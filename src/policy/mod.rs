@@ -21,7 +21,6 @@ use http::{Extensions, HeaderName, Method};
 pub(crate) use error::display_path;
 pub use error::{PolicyError, RouteError};
 pub use prefix::RoutePrefix;
-#[cfg(feature = "client")]
 pub(crate) use route::upper;
 pub use route::{RouteTable, ScopeRequirement};
 
@@ -245,8 +244,10 @@ pub fn decide<'t>(
     let route = choices
         .get::<RoutePrefix>()
         .map_or(path, |prefix| prefix.route(path));
-    let method = route::upper_ref(method);
-    let accepts = table.accepts_upper(&method, route);
+    let request = route::Route::new(method, route);
+    let accepts = table.accepts_route(&request);
+    // Refusals name the method in upper case, as it is signed and routed.
+    let method = || upper(method.clone());
     let hmac = choices
         .get::<HmacCredentials>()
         .or(credentials.hmac.as_ref());
@@ -262,29 +263,28 @@ pub fn decide<'t>(
     };
     let credential = match choices.get::<AuthMode>().copied() {
         Some(asked) if !accepts.contains(asked) => {
-            return Err(PolicyError::not_accepted(&method, path, asked, accepts));
+            return Err(PolicyError::not_accepted(&method(), path, asked, accepts));
         }
-        Some(asked) => {
-            held(asked).ok_or_else(|| PolicyError::missing(&method, path, Accepts::only(asked)))?
-        }
+        Some(asked) => held(asked)
+            .ok_or_else(|| PolicyError::missing(&method(), path, Accepts::only(asked)))?,
         None => accepts
             .modes()
             .find_map(held)
-            .ok_or_else(|| PolicyError::missing(&method, path, accepts))?,
+            .ok_or_else(|| PolicyError::missing(&method(), path, accepts))?,
     };
     let mut body_scope = None;
     if let Credential::Hmac(hmac) = &credential
         && let Some(held) = hmac.scopes()
-        && let Some(required) = table.required_scopes(&method, route)
+        && let Some(required) = table.required_scopes(&request)
     {
         if let Some(scope) = required.missing(held) {
-            return Err(PolicyError::missing_scope(&method, path, scope, hmac));
+            return Err(PolicyError::missing_scope(&method(), path, scope, hmac));
         }
         body_scope = required.flag_missing(held);
     }
     Ok(Decision {
         credential,
-        strip: table.stripped_headers(&method, route),
+        strip: table.stripped_headers(&request),
         body_scope,
     })
 }

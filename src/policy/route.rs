@@ -67,14 +67,13 @@ impl Pattern {
         })
     }
 
-    /// Matches a request path (no query). One trailing slash is ignored and literals compare
-    /// ASCII case-insensitively: the server's router treats those as the same route.
-    #[inline]
-    fn matches(&self, path: &str) -> bool {
-        let Some(rest) = path.as_bytes().strip_prefix(b"/") else {
+    /// Matches a request's route. Literals compare ASCII case-insensitively: the server's
+    /// router treats those as the same route.
+    #[inline(always)]
+    fn matches(&self, route: &Route<'_>) -> bool {
+        let Some(mut rest) = route.segments else {
             return false;
         };
-        let mut rest = rest.strip_suffix(b"/").unwrap_or(rest);
         // Whether a segment is left in `rest` (an empty one counts: `//` has one).
         let mut left = !rest.is_empty();
         for seg in &self.segments {
@@ -82,19 +81,16 @@ impl Pattern {
                 return false;
             }
             let end = match seg {
-                // Compared in place, byte by byte: a mismatch ends at its first byte, with no
-                // scan for '/'.
+                // The segment's end is checked before its bytes: most literals that do not
+                // match end elsewhere.
                 Segment::Literal(lit) => {
-                    let fits = rest.len() >= lit.len()
-                        && rest
-                            .iter()
-                            .zip(lit)
-                            .all(|(a, b)| a.to_ascii_lowercase() == *b)
-                        && rest.get(lit.len()).is_none_or(|b| *b == b'/');
+                    let n = lit.len();
+                    let fits = rest.get(n).is_none_or(|b| *b == b'/')
+                        && rest.get(..n).is_some_and(|s| s.eq_ignore_ascii_case(lit));
                     if !fits {
                         return false;
                     }
-                    lit.len()
+                    n
                 }
                 Segment::Param => match rest.iter().position(|&b| b == b'/') {
                     Some(0) => return false,
@@ -112,20 +108,105 @@ impl Pattern {
     }
 }
 
-/// A method, in upper case, or any method. A `GET` rule covers `HEAD` as well: the server's
-/// router answers `HEAD` with the `GET` handler, so the two must be authenticated alike.
+/// A request as the table reads it: its method in upper case, and its path (no query) without
+/// the leading `/` and one trailing `/` (the server routes `/orders/` as `/orders`); `None`
+/// for a path that does not start with `/`, which no pattern matches.
+pub(crate) struct Route<'a> {
+    method: MethodKey,
+    segments: Option<&'a [u8]>,
+}
+
+impl<'a> Route<'a> {
+    pub(crate) fn new(method: &Method, path: &'a str) -> Self {
+        let segments = path
+            .as_bytes()
+            .strip_prefix(b"/")
+            .map(|rest| rest.strip_suffix(b"/").unwrap_or(rest));
+        Self {
+            method: MethodKey::of(method),
+            segments,
+        }
+    }
+}
+
+/// A request's method as the rules compare it: one bit for each common method, one for all
+/// others, which are then compared by their upper-case name (`purge` is `PURGE`, as the signer
+/// upper-cases it and the server routes it).
 #[derive(Clone, Debug)]
-struct MethodRule(Option<Method>);
+struct MethodKey {
+    bit: u8,
+    /// The upper-case name of a method under [`MethodKey::OTHER`].
+    other: Option<Method>,
+}
+
+impl MethodKey {
+    const GET: u8 = 1;
+    const HEAD: u8 = 1 << 1;
+    const POST: u8 = 1 << 2;
+    const PUT: u8 = 1 << 3;
+    const PATCH: u8 = 1 << 4;
+    const DELETE: u8 = 1 << 5;
+    const OPTIONS: u8 = 1 << 6;
+    const OTHER: u8 = 1 << 7;
+
+    fn of(method: &Method) -> Self {
+        let bit = match method {
+            m if *m == Method::GET => Self::GET,
+            m if *m == Method::POST => Self::POST,
+            m if *m == Method::DELETE => Self::DELETE,
+            m if *m == Method::HEAD => Self::HEAD,
+            m if *m == Method::PUT => Self::PUT,
+            m if *m == Method::PATCH => Self::PATCH,
+            m if *m == Method::OPTIONS => Self::OPTIONS,
+            m => {
+                return match upper_ref(m) {
+                    // `get` is `GET`.
+                    Cow::Owned(upper) => Self::of(&upper),
+                    Cow::Borrowed(m) => Self {
+                        bit: Self::OTHER,
+                        other: Some(m.clone()),
+                    },
+                };
+            }
+        };
+        Self { bit, other: None }
+    }
+}
+
+/// The methods a rule applies to. A `GET` rule covers `HEAD` as well: the server's router
+/// answers `HEAD` with the `GET` handler, so the two must be authenticated alike.
+#[derive(Clone, Debug)]
+struct MethodRule {
+    bits: u8,
+    /// For a rule on one method outside the common ones: its upper-case name.
+    other: Option<Method>,
+}
 
 impl MethodRule {
     fn new(method: Option<Method>) -> Self {
-        Self(method.map(upper))
+        let Some(method) = method else {
+            return Self {
+                bits: u8::MAX,
+                other: None,
+            };
+        };
+        let key = MethodKey::of(&method);
+        let bits = match key.bit {
+            MethodKey::GET => MethodKey::GET | MethodKey::HEAD,
+            bit => bit,
+        };
+        Self {
+            bits,
+            other: key.other,
+        }
     }
 
-    fn matches(&self, method: &Method) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|m| m == method || (m == Method::GET && method == Method::HEAD))
+    #[inline]
+    fn matches(&self, method: &MethodKey) -> bool {
+        self.bits & method.bit != 0
+            && (method.bit != MethodKey::OTHER
+                || self.other.is_none()
+                || self.other == method.other)
     }
 }
 
@@ -159,11 +240,11 @@ struct Rule<T> {
 }
 
 /// The value of the most recent rule that matches, if any.
-fn latest<'t, T>(rules: &'t [Rule<T>], method: &Method, path: &str) -> Option<&'t T> {
+fn latest<'t, T>(rules: &'t [Rule<T>], route: &Route<'_>) -> Option<&'t T> {
     rules
         .iter()
         .rev()
-        .find(|r| r.method.matches(method) && r.pattern.matches(path))
+        .find(|r| r.method.matches(&route.method) && r.pattern.matches(route))
         .map(|r| &r.value)
 }
 
@@ -315,23 +396,22 @@ impl RouteTable {
 
     /// The modes a route accepts: `method` (in any case) on `path` (without the query).
     pub fn accepts(&self, method: &Method, path: &str) -> Accepts {
-        self.accepts_upper(&upper_ref(method), path)
+        self.accepts_route(&Route::new(method, path))
     }
 
-    /// [`RouteTable::accepts`] for a method already in upper case.
-    pub(crate) fn accepts_upper(&self, method: &Method, path: &str) -> Accepts {
-        latest(&self.routes, method, path).map_or(self.fallback, |a| *a)
+    /// [`RouteTable::accepts`] for a request read once.
+    pub(crate) fn accepts_route(&self, route: &Route<'_>) -> Accepts {
+        latest(&self.routes, route).map_or(self.fallback, |a| *a)
     }
 
-    /// The scopes an HMAC token needs for a request, if the route requires any (`method` in
-    /// upper case).
-    pub(crate) fn required_scopes(&self, method: &Method, path: &str) -> Option<&ScopeRequirement> {
-        latest(&self.scopes, method, path)
+    /// The scopes an HMAC token needs for a request, if the route requires any.
+    pub(crate) fn required_scopes(&self, route: &Route<'_>) -> Option<&ScopeRequirement> {
+        latest(&self.scopes, route)
     }
 
-    /// The headers a request must not carry (`method` in upper case).
-    pub(crate) fn stripped_headers(&self, method: &Method, path: &str) -> &[HeaderName] {
-        latest(&self.strips, method, path).map_or(&[], |names| names)
+    /// The headers a request must not carry.
+    pub(crate) fn stripped_headers(&self, route: &Route<'_>) -> &[HeaderName] {
+        latest(&self.strips, route).map_or(&[], |names| names)
     }
 }
 
@@ -346,7 +426,8 @@ mod tests {
     use super::*;
 
     fn matches(pattern: &str, path: &str) -> bool {
-        Pattern::parse(pattern).expect("valid").matches(path)
+        let route = Route::new(&Method::GET, path);
+        Pattern::parse(pattern).expect("valid").matches(&route)
     }
 
     #[test]
@@ -429,6 +510,36 @@ mod tests {
         );
         assert_eq!(t.accepts(&Method::POST, "/a/b"), Accepts::HMAC);
         assert_eq!(t.accepts(&Method::GET, "/b"), Accepts::DEFAULT);
+    }
+
+    #[test]
+    fn methods_outside_the_common_ones_compare_by_name() {
+        let purge = Method::from_bytes(b"PURGE").expect("m");
+        let t = RouteTable::new(Accepts::DEFAULT)
+            .with_route(Some(purge.clone()), "/a", Accepts::PRIVY)
+            .and_then(|t| t.with_route(None, "/b", Accepts::HMAC))
+            .and_then(|t| {
+                t.with_route(
+                    Some(Method::from_bytes(b"patch").expect("m")),
+                    "/c",
+                    Accepts::PRIVY,
+                )
+            })
+            .expect("valid");
+        let m = |s: &str| Method::from_bytes(s.as_bytes()).expect("m");
+        assert_eq!(t.accepts(&purge, "/a"), Accepts::PRIVY);
+        assert_eq!(t.accepts(&m("purge"), "/a"), Accepts::PRIVY);
+        assert_eq!(t.accepts(&m("PURGED"), "/a"), Accepts::DEFAULT);
+        assert_eq!(t.accepts(&Method::GET, "/a"), Accepts::DEFAULT);
+        // Any method, the common ones and the others.
+        for method in [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE", "x",
+        ] {
+            assert_eq!(t.accepts(&m(method), "/b"), Accepts::HMAC, "{method}");
+        }
+        // A rule written in lower case is the method in upper case.
+        assert_eq!(t.accepts(&Method::PATCH, "/c"), Accepts::PRIVY);
+        assert_eq!(t.accepts(&Method::PUT, "/c"), Accepts::DEFAULT);
     }
 
     #[test]
