@@ -1036,16 +1036,21 @@ mod tests {
     }
 
     /// The decoded key and the keyed MAC's two SHA-256 states (as good as the key) are wiped
-    /// when dropped: checked on their types, since reading freed memory is not something a test
-    /// may do. (The MAC holds an inner and an outer `Sha256VarCore`; without the `zeroize`
-    /// features of `hmac` and `sha2` that type does not implement `ZeroizeOnDrop`, and this
-    /// test does not compile.)
+    /// when dropped: checked on the values the credentials hold, by their types, since reading
+    /// freed memory is not something a test may do. The key is held in a `Zeroizing` buffer;
+    /// the MAC is an `Hmac<Sha256>`, whose key lives in two SHA-256 block states that wipe
+    /// themselves on drop (`sha2`'s `zeroize` feature). Holding either in another type, or
+    /// building `sha2` without that feature, makes this test fail to compile.
     #[test]
     fn key_material_is_wiped_on_drop() {
-        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
-        wiped_on_drop::<Zeroizing<Vec<u8>>>();
-        wiped_on_drop::<sha2::block_api::Sha256VarCore>();
-        let key: Zeroizing<Vec<u8>> = decode_secret(SECRET).expect("valid");
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        fn wiped_on_drop_type<T: zeroize::ZeroizeOnDrop>() {}
+        fn the_mac_is(_: &Hmac<Sha256>) {}
+        let key = decode_secret(SECRET).expect("valid");
+        wiped_on_drop(&key);
         assert_eq!(key.as_slice(), b"super-secret-key");
+        let creds = HmacCredentials::new("t", SECRET).expect("valid");
+        the_mac_is(&creds.inner.mac);
+        wiped_on_drop_type::<sha2::block_api::Sha256VarCore>();
     }
 }
