@@ -209,6 +209,43 @@ fn sign_uses_the_current_time_by_default() {
 }
 
 #[test]
+fn sign_reads_only_the_hmac_variables() {
+    let mut vars = env().to_vec();
+    // Refused by every other command (a token given with its prefix, a key with a CR).
+    vars.push(("LIMITLESS_IDENTITY_TOKEN", "Bearer x"));
+    vars.push(("LIMITLESS_API_KEY", "lmts key"));
+    let out = lmts(
+        &[
+            "sign",
+            "GET",
+            "/orders",
+            "--timestamp",
+            "2026-03-23T12:34:56.789Z",
+        ],
+        &vars,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 3);
+    let out = lmts(
+        &[
+            "request",
+            "GET",
+            "/orders",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ],
+        &vars,
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the other commands do read them"
+    );
+}
+
+#[test]
 fn sign_refuses_bad_input_with_exit_2() {
     assert_local_error(
         &lmts(&["sign", "GET", "/orders"], &[], None),

@@ -71,7 +71,7 @@ With --mock, the mock server's partner credentials fill in for any of these that
 
 const SIGN_HELP: &str = "\
 Environment:
-  LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token (id and base64 secret)
+  LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token (id and base64 secret); no other variable is read
 
 Exit status:
   0  the headers were printed
@@ -620,7 +620,15 @@ fn sign(args: &SignArgs) -> Result<(), Failure> {
     let method = method(&args.method)?;
     let target = path_and_query(&args.path_and_query)?;
     let body = args.body.read()?;
-    let creds = Credentials::from_env().map_err(|e| Failure::local(e.to_string()))?;
+    // Only the HMAC token's variables: another credential left in the shell is not this
+    // command's business.
+    let creds = Credentials::from_lookup(|name| {
+        [ENV_TOKEN_ID, ENV_TOKEN_SECRET]
+            .contains(&name)
+            .then(|| std::env::var_os(name))
+            .flatten()
+    })
+    .map_err(|e| Failure::local(e.to_string()))?;
     let hmac = creds.hmac.ok_or_else(|| {
         Failure::local(format!("set {ENV_TOKEN_ID} and {ENV_TOKEN_SECRET} to sign"))
     })?;
