@@ -243,6 +243,8 @@ fn sign_reads_only_the_hmac_variables() {
         Some(2),
         "the other commands do read them"
     );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("LIMITLESS_IDENTITY_TOKEN"), "{stderr}");
 }
 
 #[test]
