@@ -316,7 +316,9 @@ async fn swaps_under_load_never_give_an_attempt_a_mixed_or_invalid_token() {
     );
 }
 
-#[tokio::test]
+/// Under paused time every caller reaches the refresh before the source's 50 ms pass: tokio
+/// moves its clock only when no task can run.
+#[tokio::test(start_paused = true)]
 async fn identity_refresh_is_single_flight_and_errors_are_typed() {
     let mock = MockServer::start().await.expect("mock");
     let calls = Arc::new(AtomicUsize::new(0));

@@ -27,18 +27,6 @@ fn ok(_: &RawRequest) -> Answer {
     Answer::Json(200, "{}".into())
 }
 
-/// Waits (bounded) until `cond` holds; returns whether it did.
-async fn eventually(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
-}
-
 #[tokio::test]
 async fn a_connection_still_writing_a_body_is_not_handed_out() {
     // The first POST is answered right after its head and its 8 MB body is never read: its
@@ -95,7 +83,7 @@ async fn idle_connections_beyond_the_cap_are_closed_before_any_timeout() {
     burst(&client, 20).await;
     assert!(stats.accepted() > 3, "a burst opens several connections");
     assert!(
-        eventually(Duration::from_secs(5), || stats.open() <= 3).await,
+        common::eventually(Duration::from_secs(5), || stats.open() <= 3).await,
         "{} open",
         stats.open()
     );
@@ -115,7 +103,7 @@ async fn idle_connections_are_reaped_without_traffic() {
     assert!(stats.open() > 0, "connections are kept after the burst");
     // With no traffic at all, the idle ones are closed after the idle timeout.
     assert!(
-        eventually(Duration::from_secs(5), || stats.open() == 0).await,
+        common::eventually(Duration::from_secs(5), || stats.open() == 0).await,
         "{} still open",
         stats.open()
     );

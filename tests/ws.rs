@@ -502,8 +502,7 @@ async fn close_ends_the_socket_and_a_first_connection_that_fails_is_an_error() {
         .expect("open");
     socket.close();
     assert!(socket.recv().await.is_none());
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(mock.open_sockets(), 0);
+    assert!(common::eventually(Duration::from_secs(5), || mock.open_sockets() == 0).await);
     assert!(matches!(socket.emit("x", json!({})), Err(WsError::Closed)));
 
     let nobody = common_unused_port();
@@ -722,8 +721,7 @@ async fn dropping_the_socket_closes_it() {
     next_named(&mut socket, "authenticated").await;
     assert_eq!(mock.open_sockets(), 1);
     drop(socket);
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(mock.open_sockets(), 0);
+    assert!(common::eventually(Duration::from_secs(5), || mock.open_sockets() == 0).await);
 }
 
 #[tokio::test]

@@ -152,6 +152,19 @@ pub fn empty() -> Full<Bytes> {
 #[cfg(all(feature = "client", feature = "mock"))]
 pub mod raw;
 
+/// Waits, polling every 20 ms of tokio's clock (virtual under paused time), until `cond`
+/// holds or `limit` has passed; says whether it holds.
+pub async fn eventually(limit: std::time::Duration, cond: impl Fn() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
 /// Whether `signature` is the `lmts-signature` of a request, computed here from the
 /// protocol's definition with `hmac`, `sha2` and `base64` directly: no code of the crate's
 /// signer is involved, so a signer that built the wrong message fails this check.
