@@ -176,6 +176,45 @@ async fn one_stream_at_a_time_serves_every_request_once() {
     processed_once(&seen, &results);
 }
 
+/// POSTs queued behind `max_concurrent_streams = 1` that time out are reported as maybe sent,
+/// not as unsent: hyper keeps one queued request and sends it when a stream frees, after its
+/// caller has given up. They are not sent again, and none is processed twice.
+#[tokio::test(start_paused = true)]
+async fn posts_that_time_out_waiting_for_a_stream_may_have_been_sent_and_are_not_repeated() {
+    let (addr, seen) = h2raw::serve(|_| Behaviour::OneAtATime(Duration::from_millis(500))).await;
+    let client = h2_client(addr)
+        .timeout(Some(Duration::from_millis(100)))
+        .build()
+        .expect("client");
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let body = Bytes::from(format!(r#"{{"order":"q-{i}"}}"#));
+                client.request(Method::POST, "/orders", Some(body)).await
+            })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.expect("join").expect_err("timed out");
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert!(err.may_have_been_sent() && !err.is_local(), "{err:?}");
+    }
+    // Whatever the connection still sends is answered; nothing arrives twice.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut bodies: Vec<Vec<u8>> = seen.processed().into_iter().map(|p| p.body).collect();
+    let arrived = bodies.len();
+    // The first had the stream; any other that arrived was sent after its caller's timeout,
+    // which is why a timeout in the queue cannot be reported as "not sent".
+    assert!(
+        (2..=3).contains(&arrived),
+        "{arrived} processed: a request queued for a stream went out after timing out"
+    );
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), arrived, "none processed twice");
+}
+
 #[tokio::test]
 async fn a_cold_burst_to_an_http2_only_origin_opens_one_connection() {
     let (addr, accepted) = common::raw::tls_server(&[b"h2"]).await;
