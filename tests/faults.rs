@@ -72,6 +72,49 @@ async fn an_http2_connection_that_stops_answering_is_abandoned_for_a_new_one() {
     );
 }
 
+/// HTTP/1.1: an attempt that times out takes its connection with it. The retry goes out on a
+/// new connection, and the silent one is closed by the client.
+#[tokio::test(start_paused = true)]
+async fn an_http1_attempt_that_times_out_discards_its_connection() {
+    use common::raw::{self, Answer};
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let handler: raw::Handler = std::sync::Arc::new(move |_| {
+        // The handler sees each request twice (head, then whole); the third request is the
+        // fifth and sixth call.
+        match seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            4 | 5 => Answer::Silent,
+            _ => Answer::Json(200, "{}".into()),
+        }
+    });
+    let (addr, stats) = raw::serve(handler).await;
+    let client = Client::builder()
+        .base_url(format!("http://{addr}"))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .http2(false)
+        .timeout(Some(Duration::from_millis(200)))
+        .build()
+        .expect("client");
+    for _ in 0..2 {
+        let resp = client.request(Method::GET, "/orders", None).await;
+        assert_eq!(resp.expect("answered").status, StatusCode::OK);
+    }
+    assert_eq!(stats.accepted(), 1, "kept alive");
+    let resp = client.request(Method::GET, "/orders", None).await;
+    assert_eq!(resp.expect("answered on retry").status, StatusCode::OK);
+    assert_eq!(stats.requests().len(), 4, "the silent one, then its retry");
+    assert_eq!(
+        stats.accepted(),
+        2,
+        "the retry went out on a new connection"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(5), || stats.open() == 1).await,
+        "the silent connection was closed by the client: {} open",
+        stats.open()
+    );
+}
+
 /// Sends `n` POSTs at once, each with a body naming it; returns their results by name.
 async fn post_burst(client: &Client, n: usize) -> HashMap<String, Result<StatusCode, Error>> {
     let calls: Vec<_> = (0..n)

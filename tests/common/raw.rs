@@ -46,6 +46,9 @@ pub enum Answer {
     JsonWith(u16, Vec<(&'static str, String)>, String),
     /// Answers 200 right after the head, without reading the body, then never reads again.
     EarlyAndStall,
+    /// Reads the request whole and never answers; the connection is held until the peer
+    /// closes it.
+    Silent,
 }
 
 pub type Handler = Arc<dyn Fn(&RawRequest) -> Answer + Send + Sync>;
@@ -206,6 +209,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             Answer::Json(status, body) => (status, Vec::new(), body),
             Answer::JsonWith(status, headers, body) => (status, headers, body),
             Answer::EarlyAndStall => return,
+            Answer::Silent => {
+                stats.requests.lock().expect("lock").push(req);
+                let mut chunk = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                return;
+            }
         };
         stats.requests.lock().expect("lock").push(req);
         let extra: String = headers
