@@ -288,6 +288,35 @@ async fn a_cold_burst_to_an_http2_only_origin_opens_one_connection() {
 }
 
 #[tokio::test]
+async fn an_http2_only_client_refuses_an_origin_that_speaks_only_http1_before_sending() {
+    let (addr, accepted) = common::raw::tls_server(&[b"http/1.1"]).await;
+    let client = Client::builder()
+        .base_url(format!("https://localhost:{}", addr.port()))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .tls_config(common::raw::client_tls())
+        .http2_only(true)
+        .retry(RetryConfig::disabled())
+        .build()
+        .expect("client");
+    let err = client
+        .request(Method::POST, "/orders", Some(Bytes::from_static(b"{}")))
+        .await
+        .expect_err("no common protocol");
+    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert!(err.is_local() && !err.may_have_been_sent(), "{err:?}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Offering both, the same origin is spoken to over HTTP/1.1.
+    let both = Client::builder()
+        .base_url(format!("https://localhost:{}", addr.port()))
+        .credentials(Credentials::new().with_hmac(hmac()))
+        .tls_config(common::raw::client_tls())
+        .build()
+        .expect("client");
+    let resp = both.request(Method::GET, "/orders", None).await;
+    assert_eq!(resp.expect("answered").status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_certificate_the_client_does_not_trust_is_not_tried_again() {
     let (addr, accepted) = common::raw::tls_server(&[b"h2", b"http/1.1"]).await;
     // The web PKI roots: the test CA is not among them.

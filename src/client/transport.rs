@@ -194,11 +194,15 @@ impl TransportConfig {
                 .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
                 .map_err(|e| Error::InvalidRequest(format!("TLS set-up failed: {e}")))?,
         };
-        let tls = tls.https_or_http().enable_http1();
-        let https = if self.http2 || self.http2_only {
+        let tls = tls.https_or_http();
+        // ALPN offers what the client will speak: an origin that cannot speak HTTP/2 to an
+        // HTTP/2-only client then fails the TLS handshake, before anything is sent.
+        let https = if self.http2_only {
             tls.enable_http2().wrap_connector(http)
+        } else if self.http2 {
+            tls.enable_http1().enable_http2().wrap_connector(http)
         } else {
-            tls.wrap_connector(http)
+            tls.enable_http1().wrap_connector(http)
         };
         // hyper's own connect timeout covers TCP only; this one covers the TLS handshake too.
         let connector: Connector = BoxCloneSyncService::new(
