@@ -66,7 +66,7 @@ pub(crate) fn strip_auth_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Refuses a decision for an identity token that has expired at `clock`'s time.
+/// Refuses a decision for an identity token that has expired by `clock`'s confirmed time.
 pub(crate) fn check_expiry(
     decision: &Decision<'_>,
     method: &Method,
@@ -74,7 +74,7 @@ pub(crate) fn check_expiry(
     clock: &impl Clock,
 ) -> Result<(), PolicyError> {
     match &decision.credential {
-        Credential::Privy(token) if token.is_expired_at(clock.now_millis()) => {
+        Credential::Privy(token) if token.is_expired_at(clock.confirmed_now_millis()) => {
             Err(PolicyError::expired(method, path, token))
         }
         _ => Ok(()),

@@ -25,11 +25,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// The current time in milliseconds since 1970-01-01T00:00:00Z.
     fn now_millis(&self) -> i64;
+
+    /// The time by which a credential's expiry is judged. It is [`Clock::now_millis`], unless
+    /// the clock corrects itself by what servers say (as the client's does, from `Date`): then
+    /// only a correction that more than one answer agreed on applies, so that one wrong answer
+    /// cannot make a valid token look expired.
+    fn confirmed_now_millis(&self) -> i64 {
+        self.now_millis()
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now_millis(&self) -> i64 {
         (**self).now_millis()
+    }
+
+    fn confirmed_now_millis(&self) -> i64 {
+        (**self).confirmed_now_millis()
     }
 }
 
@@ -96,12 +108,14 @@ impl Clock for FixedClock {
 ///
 /// The client uses it to sign with the server's time once it has measured the difference
 /// between the two clocks. Clones share the offset, so a measurement made by one clone of a
-/// client corrects every other clone.
+/// client corrects every other clone. A second offset, the confirmed one, is what
+/// [`Clock::confirmed_now_millis`] adds.
 #[cfg(any(feature = "client", feature = "mock", feature = "reqwest"))]
 #[derive(Clone, Debug)]
 pub(crate) struct OffsetClock<C = SystemClock> {
     base: C,
     offset: Arc<AtomicI64>,
+    confirmed: Arc<AtomicI64>,
 }
 
 #[cfg(any(feature = "client", feature = "mock", feature = "reqwest"))]
@@ -111,6 +125,7 @@ impl<C: Clock> OffsetClock<C> {
         Self {
             base,
             offset: Arc::new(AtomicI64::new(0)),
+            confirmed: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -123,6 +138,12 @@ impl<C: Clock> OffsetClock<C> {
     /// Sets the offset applied by this clock and all its clones.
     pub(crate) fn set_offset_millis(&self, offset: i64) {
         self.offset.store(offset, Ordering::Relaxed);
+    }
+
+    /// Sets the confirmed offset, which judges expiry, of this clock and all its clones.
+    #[cfg(any(feature = "client", feature = "reqwest"))]
+    pub(crate) fn set_confirmed_offset_millis(&self, offset: i64) {
+        self.confirmed.store(offset, Ordering::Relaxed);
     }
 
     /// The uncorrected time of the base clock.
@@ -139,6 +160,12 @@ impl<C: Clock> Clock for OffsetClock<C> {
         self.base
             .now_millis()
             .saturating_add(self.offset.load(Ordering::Relaxed))
+    }
+
+    fn confirmed_now_millis(&self) -> i64 {
+        self.base
+            .now_millis()
+            .saturating_add(self.confirmed.load(Ordering::Relaxed))
     }
 }
 

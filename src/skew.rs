@@ -13,18 +13,19 @@ use crate::clock::{Clock, OffsetClock};
 /// clone (and with the signing layer, which signs, and judges identity expiry, with the
 /// corrected time).
 ///
-/// An offset is trusted when it is plausible (within `max_offset`), or when a second response
-/// agrees with it (within [`AGREEMENT_MS`]): one response with a wild `Date` never moves the
-/// clock, so it can neither date signatures years off nor make valid identity tokens look
-/// expired.
+/// An offset is applied to signatures when it is plausible (within `max_offset`), or when a
+/// second response agrees with it (within [`AGREEMENT_MS`]): one response with a wild `Date`
+/// never dates signatures years off. Identity expiry is judged only by an offset two responses
+/// agreed on (confirmed), so no single `Date` can make a valid token look expired.
 pub(crate) struct SkewTracker {
     clock: OffsetClock<Arc<dyn Clock>>,
     threshold_ms: i64,
     max_offset_ms: i64,
     /// The local second of the last measurement: one a second is plenty.
     measured_second: AtomicI64,
-    /// An implausible offset, waiting for a second response to agree with it.
-    pending: std::sync::Mutex<Option<i64>>,
+    /// The offset measured last: an implausible one is applied, and any is confirmed, when
+    /// the next measurement agrees with it.
+    last: std::sync::Mutex<Option<i64>>,
 }
 
 /// `Date` has whole seconds: an offset below this is indistinguishable from none.
@@ -46,7 +47,7 @@ impl SkewTracker {
             threshold_ms: millis(threshold),
             max_offset_ms: millis(max_offset),
             measured_second: AtomicI64::new(i64::MIN),
-            pending: std::sync::Mutex::new(None),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -70,7 +71,13 @@ impl SkewTracker {
     /// Whether the measured offset is beyond the threshold at which a 401 is retried.
     #[cfg(feature = "client")]
     pub(crate) fn exceeds_threshold(&self) -> bool {
-        self.clock.offset_millis().saturating_abs() > self.threshold_ms
+        self.beyond_threshold(self.clock.offset_millis())
+    }
+
+    /// Whether `offset` is beyond the threshold at which a 401 is retried.
+    #[cfg(feature = "client")]
+    pub(crate) fn beyond_threshold(&self, offset: i64) -> bool {
+        offset.saturating_abs() > self.threshold_ms
     }
 
     /// The local, uncorrected time.
@@ -82,6 +89,12 @@ impl SkewTracker {
     #[cfg(feature = "client")]
     pub(crate) fn server_now(&self) -> i64 {
         self.clock.now_millis()
+    }
+
+    /// The server's time by the offset two answers agreed on: what expiry is judged by.
+    #[cfg(feature = "client")]
+    pub(crate) fn confirmed_server_now(&self) -> i64 {
+        self.clock.confirmed_now_millis()
     }
 
     /// Records the offset measured from a response's `Date`, sent at `sent` and received at
@@ -129,20 +142,21 @@ impl SkewTracker {
         });
     }
 
-    /// Applies a measured `offset` if it is plausible, or if it agrees with the implausible
-    /// one measured before it; otherwise keeps it until the next measurement.
+    /// Applies a measured `offset` if it is plausible, or if it agrees with the one measured
+    /// before it; confirms it (for judging expiry) only in the second case.
     fn accept(&self, offset: i64) {
-        let mut pending = self
-            .pending
+        let mut last = self
+            .last
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let agreed = pending.is_some_and(|p| p.abs_diff(offset) <= AGREEMENT_MS.unsigned_abs());
+        let agreed = last.is_some_and(|l| l.abs_diff(offset) <= AGREEMENT_MS.unsigned_abs());
         if offset.saturating_abs() <= self.max_offset_ms || agreed {
-            *pending = None;
             self.clock.set_offset_millis(offset);
-        } else {
-            *pending = Some(offset);
         }
+        if agreed {
+            self.clock.set_confirmed_offset_millis(offset);
+        }
+        *last = Some(offset);
     }
 }
 
@@ -282,6 +296,35 @@ mod tests {
         base.set_millis(DATE_MS + 3_500);
         at(&t, &wild, DATE_MS + 3_500);
         assert_eq!(t.offset_millis(), wild_ms + 500 - (DATE_MS + 3_500));
+    }
+
+    #[test]
+    fn expiry_is_judged_only_by_an_offset_two_answers_agreed_on() {
+        let (t, base) = tracker(DATE_MS - 3_000_000);
+        let at = |h: &HeaderMap, now: i64| {
+            base.set_millis(now);
+            t.observe(StatusCode::OK, h, now, now);
+        };
+        let fifty = DATE_MS + 500 - (DATE_MS - 3_000_000);
+        // One plausible Date, 50 minutes ahead: signatures use it, expiry does not.
+        at(&date("Sun, 06 Nov 1994 08:49:37 GMT"), DATE_MS - 3_000_000);
+        assert_eq!(t.offset_millis(), fifty);
+        assert_eq!(t.server_now(), DATE_MS + 500);
+        assert_eq!(t.confirmed_server_now(), DATE_MS - 3_000_000);
+        // A second that agrees (1.5 s later by both clocks): confirmed.
+        at(&date("Sun, 06 Nov 1994 08:49:38 GMT"), DATE_MS - 2_998_500);
+        assert_eq!(
+            t.confirmed_server_now() - (DATE_MS - 2_998_500),
+            fifty - 500
+        );
+        // A third that disagrees (08:00:00 GMT is 2,977 s before DATE_MS) moves the signing
+        // offset, not the confirmed one.
+        at(&date("Sun, 06 Nov 1994 08:00:00 GMT"), DATE_MS - 2_970_000);
+        assert_eq!(t.offset_millis(), -6_500);
+        assert_eq!(
+            t.confirmed_server_now() - (DATE_MS - 2_970_000),
+            fifty - 500
+        );
     }
 
     #[test]

@@ -410,6 +410,53 @@ mod against_the_mock {
         );
     }
 
+    /// A plausible but wrong `Date` (50 minutes ahead, within the one-hour bound) is used to
+    /// sign until the next answer corrects it, but never to judge an identity token expired:
+    /// only an offset two answers agreed on does that.
+    #[tokio::test]
+    async fn one_plausible_wrong_date_expires_no_token_and_is_corrected_by_the_next_answer() {
+        let clock = FixedClock::new(T);
+        let mock = MockServer::builder()
+            .clock(clock.clone())
+            .start()
+            .await
+            .expect("mock");
+        let token = mock
+            .mint_identity(PARTNER_IDENTITY, Duration::from_secs(30 * 60))
+            .expect("minted");
+        let client = Client::builder()
+            .base_url(mock.base_url())
+            .clock(clock)
+            .credentials(
+                Credentials::new()
+                    .with_hmac(partner())
+                    .with_identity(IdentityToken::new(token).expect("valid")),
+            )
+            .build()
+            .expect("client");
+        // 2026-03-30T12:50:00Z
+        mock.inject(date("Mon, 30 Mar 2026 12:50:00 GMT"));
+        client.list_tokens().await.expect("answered");
+        assert!(
+            client.clock_offset_millis() > 49 * 60_000,
+            "applied to signing"
+        );
+        client
+            .capabilities()
+            .await
+            .expect("30 minutes left by every clock two answers agree on");
+        // Signed 50 minutes ahead: refused, then re-signed with the offset the 401 measured.
+        client.list_tokens().await.expect("re-signed once");
+        let statuses: Vec<_> = mock.requests().iter().map(|r| r.status).collect();
+        let ok = Some(StatusCode::OK);
+        assert_eq!(
+            statuses,
+            [ok, ok, Some(StatusCode::UNAUTHORIZED), ok],
+            "one refusal, corrected"
+        );
+        assert_eq!(client.clock_offset_millis(), 0);
+    }
+
     #[tokio::test]
     async fn a_revoke_whose_answer_was_lost_is_done_not_failed() {
         let mock = MockServer::start().await.expect("mock");

@@ -66,7 +66,8 @@ async fn expiry_is_judged_on_the_clock_corrected_by_the_measured_offset() {
     );
 
     // The local clock runs five minutes ahead: by it the token has expired, by the server's
-    // it has not. Once the client has measured the offset, it judges by the server's time.
+    // it has not. Once two answers agree on the offset, the client judges by the server's
+    // time.
     let local = FixedClock::new(T + 300_000);
     let client = builder(&mock)
         .clock(local.clone())
@@ -89,6 +90,15 @@ async fn expiry_is_judged_on_the_clock_corrected_by_the_measured_offset() {
         .await
         .expect("HMAC, measures the offset");
     assert!(client.clock_offset_millis() < -250_000);
+    let err = client.capabilities().await.expect_err("one answer");
+    assert!(
+        matches!(&err, Error::Policy(PolicyError::IdentityExpired { .. })),
+        "{err:?}"
+    );
+    // A second answer, a second later by both clocks, agrees.
+    server_clock.advance_millis(1_000);
+    local.advance_millis(1_000);
+    client.list_tokens().await.expect("measures again");
     let caps = client
         .capabilities()
         .await
@@ -98,7 +108,11 @@ async fn expiry_is_judged_on_the_clock_corrected_by_the_measured_offset() {
     // The reverse: the server's time passes the expiry while the local clock lags behind.
     server_clock.set_millis(T + 31_000);
     local.set_millis(T + 31_000 - 300_000);
-    client.list_tokens().await.expect("measures again");
+    for _ in 0..2 {
+        client.list_tokens().await.expect("measures again");
+        server_clock.advance_millis(1_000);
+        local.advance_millis(1_000);
+    }
     let before = mock.requests().len();
     let err = client
         .capabilities()

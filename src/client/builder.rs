@@ -275,8 +275,8 @@ impl ClientBuilder {
 
     /// The largest server clock offset trusted from one response's `Date` (default one hour).
     /// A larger one is applied only once a second response agrees with it (within 2 s), so a
-    /// single wild `Date` can neither date signatures years off nor make a valid identity token
-    /// look expired.
+    /// single wild `Date` cannot date signatures years off. Identity-token expiry is judged
+    /// only by an offset two responses agreed on, whatever its size.
     pub fn max_clock_offset(mut self, max: Duration) -> Self {
         self.max_clock_offset = max;
         self

@@ -321,7 +321,7 @@ impl Client {
                     AuthMode::Hmac
                 }
                 Credential::Privy(token) if holder.refreshes() && !own_identity => {
-                    if holder.due(Some(&token), inner.skew.server_now()) {
+                    if holder.due(Some(&token), inner.skew.confirmed_server_now()) {
                         holder.refresh_identity(Some(&token)).await?;
                     }
                     AuthMode::Privy

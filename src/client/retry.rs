@@ -307,16 +307,18 @@ pub(crate) struct SkewRetry {
 }
 
 impl SkewRetry {
-    /// Whether `resp`, a 401, is worth one re-signed retry: the measured skew is over the
-    /// threshold, and the response is to a request signed with a timestamp (HMAC; Privy
-    /// requests carry none) under an offset that has changed since (by more than two offsets
-    /// measured alike differ).
+    /// Whether `resp`, a 401, is worth one re-signed retry: it answers a request signed with a
+    /// timestamp (HMAC; Privy requests carry none) under an offset that has changed since (by
+    /// more than two offsets measured alike differ), and that offset or the one now measured
+    /// is over the threshold.
     fn re_signs(&self, resp: &Response<Bytes>) -> bool {
+        let Some(SignedWith(signed)) = resp.extensions().get::<SignedWith>().copied() else {
+            return false;
+        };
+        let now = self.tracker.offset_millis();
         // Offsets measured from `Date` differ by a little from one response to the next.
-        let changed = resp.extensions().get::<SignedWith>().is_some_and(|w| {
-            w.0.abs_diff(self.tracker.offset_millis()) > AGREEMENT_MS.unsigned_abs()
-        });
-        self.tracker.exceeds_threshold() && changed
+        signed.abs_diff(now) > AGREEMENT_MS.unsigned_abs()
+            && (self.tracker.exceeds_threshold() || self.tracker.beyond_threshold(signed))
     }
 }
 
