@@ -492,6 +492,37 @@ async fn rotation_switches_and_revokes_the_old_token() {
     );
 }
 
+/// The old token's revoke is processed but its answer is lost: the retry meets "already
+/// revoked", which is the revoke done, not a failed one.
+#[tokio::test]
+async fn rotation_whose_revoke_answer_was_lost_reports_no_revoke_error() {
+    let mock = MockServer::start().await.expect("mock");
+    let client = rotating(&mock);
+    mock.inject_times(Fault::Delay(Duration::ZERO), 2); // the derive, the proof
+    mock.inject(Fault::ProcessThenDrop); // the revoke
+    let rotation = client
+        .rotate_token(Some("rotated"), None)
+        .await
+        .expect("rotated");
+    assert!(
+        rotation.revoke_error.is_none(),
+        "{:?}",
+        rotation.revoke_error
+    );
+    let deletes: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == http::Method::DELETE)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        deletes,
+        [Some(StatusCode::OK), Some(StatusCode::BAD_REQUEST)],
+        "processed, then found revoked"
+    );
+    assert!(!works(&mock, partner_hmac()).await, "the old token is gone");
+}
+
 #[tokio::test]
 async fn rotation_failing_before_the_switch_leaves_the_old_token_working() {
     // Deriving fails (no identity token): nothing derived, nothing revoked.

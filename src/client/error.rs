@@ -259,20 +259,24 @@ impl Error {
     /// Whether the request may have been processed although no response came: the connection
     /// failed or the attempt timed out after it was sent. An order that fails this way needs a
     /// status check before it is sent again.
+    ///
+    /// Exactly one of [`is_local`](Self::is_local), this and [`status`](Self::status) holds
+    /// for every error. A rotation that stopped after deriving its new token has sent
+    /// something, so it is never local: it answers with the status of the step that failed,
+    /// or says it may have been sent.
     pub fn may_have_been_sent(&self) -> bool {
-        match self {
-            Self::Rotation { source, .. } => source.may_have_been_sent(),
-            _ => !self.is_local() && self.status().is_none(),
-        }
+        !self.is_local() && self.status().is_none()
     }
 
-    /// The HTTP status the server answered with, if it answered.
+    /// The HTTP status the server answered with, if it answered (for a rotation, the status of
+    /// the step that failed).
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Status { status, .. }
             | Self::ResponseTooLarge { status, .. }
             | Self::Decode { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(StatusCode::TOO_MANY_REQUESTS),
+            Self::Rotation { source, .. } => source.status(),
             _ => None,
         }
     }
@@ -449,6 +453,69 @@ pub(crate) fn error_message(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which of the three cases an error says: exactly one, written out by hand per error.
+    #[test]
+    fn every_error_says_exactly_one_of_the_three_things() {
+        let io = |kind| -> BoxError { Box::new(std::io::Error::from(kind)) };
+        let status = |code: u16| Error::Status {
+            status: StatusCode::from_u16(code).expect("status"),
+            message: None,
+            body: RawBody::default(),
+        };
+        let rotation = |step, source: Error| Error::Rotation {
+            step,
+            new_token_id: None,
+            source: Box::new(source),
+        };
+        let refused = std::io::ErrorKind::ConnectionRefused;
+        let reset = std::io::ErrorKind::ConnectionReset;
+        let cases: Vec<(Error, &str)> = vec![
+            (Error::InvalidRequest("x".into()), "local"),
+            (Error::Connect(io(refused)), "local"),
+            (Error::Certificate(io(refused)), "local"),
+            (Error::NotProcessed(io(reset)), "local"),
+            (Error::Transport(io(reset)), "maybe"),
+            (Error::Timeout(Duration::from_secs(1)), "maybe"),
+            (status(400), "answered 400"),
+            (
+                Error::ResponseTooLarge {
+                    status: StatusCode::OK,
+                    limit: 1,
+                },
+                "answered 200",
+            ),
+            (
+                rotation(RotationStep::Derive, Error::Connect(io(refused))),
+                "local",
+            ),
+            (rotation(RotationStep::Derive, status(403)), "answered 403"),
+            (
+                rotation(RotationStep::Derive, Error::Transport(io(reset))),
+                "maybe",
+            ),
+            // Past deriving, a new token exists: never local.
+            (
+                rotation(RotationStep::Prove, Error::Connect(io(refused))),
+                "maybe",
+            ),
+            (rotation(RotationStep::Prove, status(401)), "answered 401"),
+        ];
+        for (err, expected) in cases {
+            let says = [
+                err.is_local(),
+                err.may_have_been_sent(),
+                err.status().is_some(),
+            ];
+            assert_eq!(says.iter().filter(|s| **s).count(), 1, "{err:?}: {says:?}");
+            let case = match (err.is_local(), err.status()) {
+                (true, _) => "local".to_owned(),
+                (false, Some(s)) => format!("answered {}", s.as_u16()),
+                (false, None) => "maybe".to_owned(),
+            };
+            assert_eq!(case, expected, "{err:?}");
+        }
+    }
 
     #[test]
     fn error_messages_follow_the_fallback_order() {
