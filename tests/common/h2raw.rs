@@ -79,6 +79,9 @@ pub async fn serve(
     let state = seen.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            // Frames go out as written: no small write waits for the peer's delayed ACK, a
+            // wait that tests on paused time would see as idle time.
+            let _ = tcp.set_nodelay(true);
             let connection = state.accepted.fetch_add(1, Ordering::SeqCst);
             let behaviour = plan(connection);
             let state = state.clone();

@@ -88,6 +88,8 @@ pub async fn serve_with(
     let s = stats.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            // No write waits for the peer's delayed ACK (idle time, to tests on paused time).
+            let _ = tcp.set_nodelay(true);
             s.accepted.fetch_add(1, Ordering::SeqCst);
             s.open.fetch_add(1, Ordering::SeqCst);
             let (s, handler, tls) = (s.clone(), handler.clone(), tls.clone());
