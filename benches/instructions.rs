@@ -167,7 +167,10 @@ fn sign_reqwest_inline(
 fn over_reqwest(case: &str, n: u64) {
     on_mock(async |mock, creds, token_id| {
         let url = format!("{}/markets/active", mock.base_url());
-        let plain = reqwest::Client::new();
+        let plain = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
         let empty = reqwest_middleware::ClientBuilder::new(plain.clone()).build();
         let with_auth = reqwest_middleware::ClientBuilder::new(plain.clone())
             .with(

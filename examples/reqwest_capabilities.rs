@@ -28,6 +28,8 @@ async fn main() -> Result<(), BoxError> {
     let client = ClientBuilder::new(
         reqwest::Client::builder()
             .redirect(Policy::none())
+            // The mock is on loopback: no proxy from the environment in between.
+            .no_proxy()
             .build()?,
     )
     // Retries above, so that every attempt is signed afresh below.

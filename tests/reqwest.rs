@@ -33,10 +33,16 @@ fn auth(mock: &MockServer, creds: impl Into<SharedCredentials>) -> AuthMiddlewar
     AuthMiddleware::new(creds).origin(&mock.base_url().parse().expect("the mock's URL"))
 }
 
-fn client(mock: &MockServer, creds: impl Into<SharedCredentials>) -> ClientWithMiddleware {
-    ClientBuilder::new(reqwest::Client::new())
-        .with(auth(mock, creds))
+/// reqwest with no proxy: the tests' traffic stays on loopback whatever the environment says.
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
         .build()
+        .expect("a client")
+}
+
+fn client(mock: &MockServer, creds: impl Into<SharedCredentials>) -> ClientWithMiddleware {
+    ClientBuilder::new(plain()).with(auth(mock, creds)).build()
 }
 
 /// Whether `rec` carries a signature of the partner token that verifies, computed
@@ -214,7 +220,7 @@ fn guarded(
     creds: impl Into<SharedCredentials>,
     deny: Scope,
 ) -> ClientWithMiddleware {
-    ClientBuilder::new(reqwest::Client::new())
+    ClientBuilder::new(plain())
         .with(auth(mock, creds).deny_scopes([deny]))
         .build()
 }
@@ -471,7 +477,7 @@ impl reqwest_middleware::Middleware for Inspect {
 async fn every_authentication_header_is_marked_sensitive() {
     let mock = MockServer::start().await.expect("mock");
     let inspect = Inspect::default();
-    let c = ClientBuilder::new(reqwest::Client::new())
+    let c = ClientBuilder::new(plain())
         .with(auth(&mock, both()))
         .with(inspect.clone())
         .build();
@@ -499,6 +505,16 @@ fn debug_shows_no_secret() {
     }
 }
 
+/// A clock that moves a second forward each time it is read.
+#[derive(Clone)]
+struct Stepping(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl limitless_auth::Clock for Stepping {
+    fn now_millis(&self) -> i64 {
+        self.0.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A client whose middlewares are `retry` then `auth`, or the other way round.
 fn with_retries(mock: &MockServer, retry_above: bool) -> ClientWithMiddleware {
     use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
@@ -509,8 +525,13 @@ fn with_retries(mock: &MockServer, retry_above: bool) -> ClientWithMiddleware {
         )
         .build_with_max_retries(3);
     let retry = RetryTransientMiddleware::new_with_policy(policy);
-    let auth = auth(mock, Credentials::new().with_hmac(partner()));
-    let builder = ClientBuilder::new(reqwest::Client::new());
+    // A clock a second later at every reading: attempts signed afresh carry distinct
+    // timestamps, however fast they follow each other.
+    let stepping = Stepping(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+        limitless_auth::Clock::now_millis(&limitless_auth::SystemClock),
+    )));
+    let auth = auth(mock, Credentials::new().with_hmac(partner())).with_clock(stepping);
+    let builder = ClientBuilder::new(plain());
     if retry_above {
         builder.with(retry).with(auth).build()
     } else {
@@ -559,7 +580,7 @@ async fn an_offset_learned_from_date_applies_when_asked_for() {
     let mock = MockServer::start().await.expect("mock");
     // The server's clock is 90 s ahead: outside the 30 s window.
     mock.set_clock_offset_millis(90_000);
-    let learning = ClientBuilder::new(reqwest::Client::new())
+    let learning = ClientBuilder::new(plain())
         .with(auth(&mock, Credentials::new().with_hmac(partner())).learn_clock_offset(true))
         .build();
     let list = || {
@@ -614,7 +635,7 @@ async fn requests_to_another_origin_pass_through_untouched() {
     );
 
     // The default origin is the real API's: the mock is another origin.
-    ClientBuilder::new(reqwest::Client::new())
+    ClientBuilder::new(plain())
         .with(AuthMiddleware::new(both()))
         .build()
         .get(format!("{}/auth/api-tokens/capabilities", other.base_url()))
@@ -651,7 +672,7 @@ async fn a_gateway_prefix_is_classified_signed_as_asked_and_used_to_learn_scopes
     let unsigned = limitless_auth::RoutePrefix::new("/x")
         .expect("valid")
         .unsigned();
-    let c = ClientBuilder::new(reqwest::Client::new())
+    let c = ClientBuilder::new(plain())
         .with(auth(&mock, both()).deny_scopes([Scope::Withdrawal]))
         .with(Gateway)
         .build();
@@ -707,7 +728,7 @@ async fn a_custom_table_decides() {
             limitless_auth::Accepts::PRIVY,
         )
         .expect("valid");
-    let c = ClientBuilder::new(reqwest::Client::new())
+    let c = ClientBuilder::new(plain())
         .with(
             AuthMiddleware::with_table(both(), table)
                 .origin(&mock.base_url().parse().expect("url")),
@@ -729,7 +750,7 @@ async fn an_expired_identity_token_and_a_flagged_body_are_refused_with_nothing_s
         .mint_identity(PARTNER_IDENTITY, std::time::Duration::from_secs(60))
         .expect("minted");
     let later = limitless_auth::FixedClock::new(mock.now_millis() + 120_000);
-    let c = ClientBuilder::new(reqwest::Client::new())
+    let c = ClientBuilder::new(plain())
         .with(
             auth(
                 &mock,
@@ -814,7 +835,7 @@ async fn a_swap_while_the_scopes_are_learned_applies_to_the_request() {
         shared: shared.clone(),
         to: std::sync::Mutex::new(Some(Credentials::new().with_hmac(second.clone()))),
     };
-    let c = ClientBuilder::new(reqwest::Client::new())
+    let c = ClientBuilder::new(plain())
         .with(auth(&mock, shared.clone()).deny_scopes([Scope::Withdrawal]))
         .with(swap)
         .build();
