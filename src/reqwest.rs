@@ -417,8 +417,11 @@ pub enum ScopeError {
     },
 }
 
-/// A refusal as reqwest-middleware carries it: nothing was sent.
+/// A refusal as reqwest-middleware carries it (logged, with the `tracing` feature, as the
+/// tower layers log theirs): nothing was sent.
 fn refused(e: impl std::error::Error + Send + Sync + 'static) -> reqwest_middleware::Error {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(error = %e, "refused by the route policy");
     reqwest_middleware::Error::middleware(e)
 }
 
@@ -447,6 +450,12 @@ impl Middleware for AuthMiddleware {
         // Both lifetimes shortened to the future's.
         let (next, extensions): (Next<'f>, &'f mut Extensions) = (next, extensions);
         if !self.origin.holds(req.url()) {
+            // Another API's request, with its own headers: credentials never go there.
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                origin = %req.url().origin().ascii_serialization(),
+                "not the API's origin: passed on without authentication"
+            );
             return next.run(req, extensions);
         }
         match self.authorize(&mut req, extensions, true) {

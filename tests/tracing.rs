@@ -328,3 +328,58 @@ async fn a_socket_traced_at_trace_level_shows_no_secret() {
     assert_clean(&trace, &secrets);
     assert_clean(&format!("{err}\n{err:?}\n{socket:?}"), &secrets);
 }
+
+/// The reqwest middleware: a refusal and a request to another origin are logged, and the trace
+/// of a signed session shows no secret.
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn the_reqwest_middleware_traced_at_trace_level_shows_no_secret() {
+    use limitless_auth::reqwest::AuthMiddleware;
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let mock = MockServer::start().await.expect("mock");
+    let other = MockServer::start().await.expect("another origin");
+    let creds = Credentials::new()
+        .with_hmac(HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid"));
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let client = reqwest_middleware::ClientBuilder::new(plain)
+        .with(AuthMiddleware::new(creds).origin(&mock.base_url().parse().expect("url")))
+        .build();
+    let listed = client
+        .get(format!("{}/auth/api-tokens", mock.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(listed.status(), StatusCode::OK);
+    let refused = client
+        .get(format!("{}/auth/api-tokens/capabilities", mock.base_url()))
+        .send()
+        .await
+        .expect_err("no identity token");
+    let elsewhere = client
+        .get(format!("{}/auth/api-tokens", other.base_url()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        elsewhere.status(),
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated"
+    );
+    let trace = capture.out.lock().expect("lock").clone();
+    assert!(trace.contains("refused by the route policy"), "{trace}");
+    assert!(trace.contains("not the API's origin"), "{trace}");
+    let mut secrets = vec![PARTNER_TOKEN_SECRET.to_owned(), PARTNER_TOKEN_ID.to_owned()];
+    secrets.extend(
+        mock.requests()
+            .iter()
+            .filter_map(|r| r.headers.get("lmts-signature"))
+            .map(|v| v.to_str().expect("ascii").to_owned()),
+    );
+    assert_eq!(secrets.len(), 3, "one signed request");
+    assert_clean(&trace, &secrets);
+    assert_clean(&format!("{refused}\n{refused:?}"), &secrets);
+}
