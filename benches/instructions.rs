@@ -205,14 +205,17 @@ fn over_reqwest(case: &str, n: u64) {
 fn upgrades(case: &str, n: u64) {
     let creds = HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid");
     let token_id = http::HeaderValue::from_str(PARTNER_TOKEN_ID).expect("visible ASCII");
-    let both = Credentials::new().with_hmac(creds.clone());
+    // A shared handle, as a socket holds its credentials: read, not copied, per request.
+    let shared =
+        limitless_auth::SharedCredentials::new(Credentials::new().with_hmac(creds.clone()));
     let url = limitless_auth::ws::DEFAULT_URL;
     let uri: Uri = format!("{url}{}", limitless_auth::ws::SOCKET_PATH)
         .parse()
         .expect("uri");
     for _ in 0..n {
         if case == "ws_upgrade" {
-            let req = limitless_auth::ws::upgrade_request(url, &both, &limitless_auth::SystemClock);
+            let req =
+                limitless_auth::ws::upgrade_request(url, &shared, &limitless_auth::SystemClock);
             std::hint::black_box(req.expect("signed"));
         } else {
             let mut req = Request::get(uri.clone())

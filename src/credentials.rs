@@ -665,6 +665,13 @@ impl From<Credentials> for SharedCredentials {
     }
 }
 
+/// Another handle to the same credentials: what is stored through one is read through both.
+impl From<&SharedCredentials> for SharedCredentials {
+    fn from(shared: &SharedCredentials) -> Self {
+        shared.clone()
+    }
+}
+
 impl fmt::Debug for SharedCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("SharedCredentials")

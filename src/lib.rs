@@ -55,6 +55,8 @@ pub mod mock;
 mod policy;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+#[cfg(any(feature = "client", feature = "ws"))]
+mod retry_after;
 mod scope;
 #[cfg(any(feature = "client", feature = "reqwest"))]
 mod scope_guard;

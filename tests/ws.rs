@@ -794,3 +794,117 @@ async fn a_healthy_connection_starts_the_count_of_attempts_again() {
         .collect();
     assert_eq!(attempts, [1, 1, 2]);
 }
+
+/// `upgrade_request` for another WebSocket library: tokio-tungstenite's `client_async` takes
+/// it as it is, and the mock verifies the signature over the target it received.
+#[tokio::test(start_paused = true)]
+async fn the_upgrade_request_works_with_tokio_tungstenites_client_async() {
+    use futures_util::StreamExt as _;
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    let shared = SharedCredentials::new(Credentials::new().with_hmac(partner()));
+    let req =
+        limitless_auth::ws::upgrade_request(&mock.socket_url(), &shared, &clock).expect("signed");
+    let tcp = tokio::net::TcpStream::connect(mock.addr())
+        .await
+        .expect("connect");
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("upgraded");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let open = ws.next().await.expect("a frame").expect("readable");
+    assert!(open.to_text().expect("text").starts_with("0{"), "{open:?}");
+    let seen = handshakes(&mock);
+    assert_eq!(seen.len(), 1);
+    assert!(signed_by(&seen[0], PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET));
+}
+
+/// A 429 whose `Retry-After` is an HTTP date is waited out until that date.
+#[tokio::test(start_paused = true)]
+async fn a_429_retry_after_date_is_waited_out() {
+    let clock = TokioClock::new();
+    let mock = mock_on(&clock).await;
+    let log = Arc::default();
+    let mut socket = builder(&mock, &clock, &log).connect().await.expect("open");
+    // Twelve seconds from now by the clock both sides read (in whole seconds).
+    let at = std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(clock.now_millis() + 12_000).expect("positive"));
+    mock.inject(Fault::TooManyRequests {
+        retry_after: Some(httpdate::fmt_http_date(at)),
+        body_seconds: None,
+    });
+    mock.drop_sockets();
+    socket
+        .emit("subscribe_market_prices", json!({}))
+        .expect("emit");
+    next_named(&mut socket, "newPriceData").await;
+    let log = log.lock().expect("lock").clone();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[1].cause.contains("429"), "{log:?}");
+    // The first reconnect waited its backoff (1 s ± 20 %); the second waits until the date,
+    // not its own backoff (2 s ± 20 %).
+    let wait = log[1].delay;
+    assert!(
+        (Duration::from_secs(9)..=Duration::from_secs(12)).contains(&wait),
+        "until the date: {wait:?}"
+    );
+}
+
+/// A namespace connect error that is not about the credentials (a server overloaded) is
+/// reconnected after the backoff; only a refusal of the credentials is final.
+#[tokio::test(start_paused = true)]
+async fn a_connect_error_that_is_not_about_credentials_is_reconnected() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let open = r#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#;
+                let _ = ws.send(Message::text(open)).await;
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    if !text.as_str().starts_with("40/markets") {
+                        continue;
+                    }
+                    // The first connection is served, then closed; the second is refused for
+                    // a reason that passes; the third is served.
+                    let frames: &[&str] = match n {
+                        1 => &[r#"44/markets,{"message":"Server overloaded"}"#],
+                        _ => &[r#"40/markets,{"sid":"n"}"#, r#"42/markets,["hello",{}]"#],
+                    };
+                    for frame in frames {
+                        let _ = ws.send(Message::text(*frame)).await;
+                    }
+                    if n == 0 {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let log = Arc::new(Mutex::new(Vec::<Reconnect>::new()));
+    let logged = log.clone();
+    let mut socket = SocketBuilder::new(&format!("ws://{addr}"))
+        .on_reconnect(move |r| logged.lock().expect("lock").push(r.clone()))
+        .connect()
+        .await
+        .expect("open");
+    next_named(&mut socket, "hello").await;
+    // Lost, refused for an overload, then served again: no error on the way.
+    next_named(&mut socket, "hello").await;
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let log = log.lock().expect("lock").clone();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[1].cause.contains("Server overloaded"), "{log:?}");
+}

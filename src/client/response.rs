@@ -7,7 +7,6 @@ use http::{HeaderMap, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::{Error, RawBody, error_message};
-use super::retry;
 use crate::clock::{Clock as _, SystemClock};
 
 /// A response: status, headers and the whole body.
@@ -60,7 +59,7 @@ impl ApiResponse {
                     crate::clock::system_time_millis,
                 );
             return Err(Error::RateLimited {
-                retry_after: retry::retry_after(&self.headers, &self.body, now),
+                retry_after: crate::retry_after::retry_after(&self.headers, &self.body, now),
                 message,
                 body: RawBody(self.body),
             });

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::header::{RETRY_AFTER, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::header::{SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
@@ -22,7 +22,13 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Sends the upgrade request `req` over `io` and reads the answer: the socket on a 101 with
 /// the right `Sec-WebSocket-Accept`, a final refusal on 401 or 403, a transient failure
 /// otherwise.
-pub(crate) async fn upgrade(mut io: Box<dyn Io>, req: &Request<()>) -> Result<Ws, Failure> {
+///
+/// `now_millis` is the time by the socket's clock, against which a `Retry-After` date is read.
+pub(crate) async fn upgrade(
+    mut io: Box<dyn Io>,
+    req: &Request<()>,
+    now_millis: i64,
+) -> Result<Ws, Failure> {
     io.write_all(&head(req)).await.map_err(Failure::transient)?;
     io.flush().await.map_err(Failure::transient)?;
     let mut buf = Vec::with_capacity(1024);
@@ -44,7 +50,7 @@ pub(crate) async fn upgrade(mut io: Box<dyn Io>, req: &Request<()>) -> Result<Ws
     };
     let rest = buf.split_off(head_len);
     if status != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(refused(status, &headers, io, rest).await);
+        return Err(refused(status, &headers, io, rest, now_millis).await);
     }
     let expected = req
         .headers()
@@ -118,6 +124,7 @@ async fn refused(
     headers: &HeaderMap,
     mut io: Box<dyn Io>,
     mut body: Vec<u8>,
+    now_millis: i64,
 ) -> Failure {
     let length = headers
         .get(http::header::CONTENT_LENGTH)
@@ -143,11 +150,8 @@ async fn refused(
             message,
         });
     }
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    let retry_after =
+        crate::retry_after::retry_after(headers, &body, now_millis).map(|d| d.min(MAX_RETRY_AFTER));
     Failure::Transient {
         error: format!("the upgrade was answered {status}: {message}").into(),
         retry_after,

@@ -4,9 +4,10 @@
 //! Two levels:
 //!
 //! - [`upgrade_request`]: the signed upgrade request, an `http::Request<()>` for any WebSocket
-//!   library (`tokio_tungstenite::client_async` takes it as it is). Its `lmts-*` headers are
-//!   signed over `GET`, the request-target exactly as it is sent, and an empty body, with a
-//!   fresh timestamp, by the same signer as every REST request.
+//!   library (`tokio_tungstenite::client_async` takes it as it is; its handshake logs the
+//!   request at trace level, see there). Its `lmts-*` headers are signed over `GET`, the
+//!   request-target exactly as it is sent, and an empty body, with a fresh timestamp, by the
+//!   same signer as every REST request.
 //! - [`connect`] (or [`SocketBuilder`]): a [`Socket`] that stays authenticated. It opens the
 //!   Engine.IO session, connects the `/markets` namespace, answers pings, and hands over the
 //!   events as a stream. When the socket closes, or stays silent past the server's
@@ -81,32 +82,37 @@ pub async fn connect(
 /// The signed upgrade request for the socket at `url` (`ws://` or `wss://`; without a path,
 /// the request-target is [`SOCKET_PATH`]), with a timestamp from `clock`.
 ///
-/// The request carries the WebSocket handshake headers (`Host`, `Connection`, `Upgrade`,
-/// `Sec-WebSocket-Version`, a fresh `Sec-WebSocket-Key`) and, with HMAC credentials, the three
-/// `lmts-*` headers, marked sensitive, signed over `GET`, the request-target as it will be sent
-/// and an empty body. Without HMAC credentials a legacy API key goes as `x-api-key`; with
-/// neither, the request is unsigned. A signature is valid for 30 s: build a new request for
-/// every connect.
+/// `credentials` are [`Credentials`] or a [`SharedCredentials`] handle (or a reference to one):
+/// the credentials current when it is called sign the request. It carries the WebSocket
+/// handshake headers (`Host`, `Connection`, `Upgrade`, `Sec-WebSocket-Version`, a fresh
+/// `Sec-WebSocket-Key`) and, with HMAC credentials, the three `lmts-*` headers, marked
+/// sensitive, signed over `GET`, the request-target as it will be sent and an empty body.
+/// Without HMAC credentials a legacy API key goes as `x-api-key`; with neither, the request is
+/// unsigned. A signature is valid for 30 s: build a new request for every connect.
 ///
 /// ```
 /// use limitless_auth::{Credentials, FixedClock, HmacCredentials, ws};
 ///
 /// let creds = Credentials::new().with_hmac(HmacCredentials::new("token-123", "c2VjcmV0")?);
 /// let clock = FixedClock::new(1_774_269_296_789);
-/// let req = ws::upgrade_request("wss://ws.limitless.exchange", &creds, &clock)?;
+/// let req = ws::upgrade_request("wss://ws.limitless.exchange", creds, &clock)?;
 /// assert_eq!(req.uri(), "wss://ws.limitless.exchange/socket.io/?EIO=4&transport=websocket");
 /// assert_eq!(req.headers()["lmts-timestamp"], "2026-03-23T12:34:56.789Z");
 /// assert!(req.headers()["lmts-signature"].is_sensitive());
-/// // With tokio-tungstenite: `tokio_tungstenite::client_async(req, stream)`.
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// `tokio_tungstenite::client_async(req, stream)` takes the request as it is. Mind its
+/// logging: tungstenite's client handshake logs the whole request, the signature included,
+/// through `log` at trace level, so keep `tungstenite` below trace in your logger, or use
+/// [`connect`], which writes the upgrade itself.
 pub fn upgrade_request(
     url: &str,
-    credentials: &Credentials,
+    credentials: impl Into<SharedCredentials>,
     clock: &impl Clock,
 ) -> Result<Request<()>, WsError> {
     let target = Target::parse(url)?;
-    target.request(credentials, clock)
+    target.request(&credentials.into().current(), clock)
 }
 
 /// Where a socket connects: the parsed URL and the request-target to send.
@@ -314,7 +320,7 @@ mod tests {
             "ws://127.0.0.1:1",
             "ws://127.0.0.1:1/socket.io/?transport=websocket&EIO=4",
         ] {
-            let req = upgrade_request(url, &hmac(), &clock).expect("signed");
+            let req = upgrade_request(url, hmac(), &clock).expect("signed");
             let h = req.headers();
             let target = req.uri().path_and_query().expect("target").as_str();
             assert_eq!(h["lmts-api-key"], "token-123");
@@ -338,7 +344,7 @@ mod tests {
     fn without_hmac_the_socket_gets_the_api_key_or_nothing_never_the_identity_token() {
         let clock = FixedClock::new(1_774_269_296_789);
         let identity = Credentials::new().with_identity(IdentityToken::new("privy").expect("t"));
-        let req = upgrade_request("ws://127.0.0.1:1", &identity, &clock).expect("unsigned");
+        let req = upgrade_request("ws://127.0.0.1:1", identity.clone(), &clock).expect("unsigned");
         let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(
             names,
@@ -351,7 +357,7 @@ mod tests {
             ]
         );
         let key = identity.with_api_key(crate::ApiKey::new("lmts_key").expect("k"));
-        let req = upgrade_request("ws://127.0.0.1:1", &key, &clock).expect("keyed");
+        let req = upgrade_request("ws://127.0.0.1:1", key, &clock).expect("keyed");
         assert_eq!(req.headers()["x-api-key"], "lmts_key");
         assert!(!req.headers().contains_key("identity"));
         assert!(!req.headers().contains_key("lmts-signature"));

@@ -139,6 +139,24 @@ fn refusal_message(payload: &str) -> String {
         .unwrap_or_else(|| payload.to_owned())
 }
 
+/// Whether a connect error's `message` is about the credentials (a refusal, final), rather
+/// than something that passes (a server overloaded, restarting), worth another attempt.
+pub(crate) fn is_credential_refusal(message: &str) -> bool {
+    const ABOUT_CREDENTIALS: [&str; 9] = [
+        "auth",
+        "token",
+        "signature",
+        "credential",
+        "api key",
+        "api-key",
+        "timestamp",
+        "forbidden",
+        "permission",
+    ];
+    let message = message.to_ascii_lowercase();
+    ABOUT_CREDENTIALS.iter().any(|word| message.contains(word))
+}
+
 /// The frame that emits `name` with `data` on the namespace.
 pub(crate) fn event(name: &str, data: &Value) -> String {
     let args = Value::Array(vec![Value::String(name.to_owned()), data.clone()]);
@@ -149,6 +167,24 @@ pub(crate) fn event(name: &str, data: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn connect_errors_about_credentials_are_refusals() {
+        for refusal in [
+            "Invalid signature",
+            "Invalid or revoked API token",
+            "Authentication failed",
+            "Unauthorized",
+            "Timestamp out of range",
+            "Forbidden",
+            "missing API key",
+        ] {
+            assert!(is_credential_refusal(refusal), "{refusal}");
+        }
+        for passing in ["Server overloaded", "try again later", "", "internal error"] {
+            assert!(!is_credential_refusal(passing), "{passing}");
+        }
+    }
 
     #[test]
     fn frames_parse_to_what_they_announce() {

@@ -10,7 +10,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::packet::{self, CONNECT, Inbound, Open, PONG};
+use super::packet::{self, CONNECT, Inbound, Open, PONG, is_credential_refusal};
 use super::socket::{Event, OnReconnect, Reconnect, Subscriptions, lock};
 use super::transport::{Io, Transport};
 use super::{Target, WsError, handshake};
@@ -155,7 +155,7 @@ impl Session {
             signed = req.headers().contains_key("lmts-signature"),
             "socket upgrade"
         );
-        let mut ws = handshake::upgrade(io, &req).await?;
+        let mut ws = handshake::upgrade(io, &req, self.clock.now_millis()).await?;
         let open = loop {
             match read(&mut ws).await.map_err(Failure::transient)? {
                 Inbound::Open(open) => break open,
@@ -167,11 +167,16 @@ impl Session {
         loop {
             match read(&mut ws).await.map_err(Failure::transient)? {
                 Inbound::Connected => return Ok(Live { ws, open }),
-                Inbound::ConnectError(message) => {
+                Inbound::ConnectError(message) if is_credential_refusal(&message) => {
                     return Err(Failure::Final(WsError::Refused {
                         status: None,
                         message,
                     }));
+                }
+                Inbound::ConnectError(message) => {
+                    return Err(Failure::transient(format!(
+                        "the namespace refused the connection: {message}"
+                    )));
                 }
                 Inbound::Ping => send(&mut ws, PONG).await.map_err(Failure::transient)?,
                 Inbound::Close | Inbound::Disconnected => {
@@ -326,10 +331,15 @@ impl Session {
             Inbound::Disconnected => {
                 Some(End::Lost("the server disconnected the namespace".into()))
             }
-            Inbound::ConnectError(message) => Some(End::Refused(WsError::Refused {
-                status: None,
-                message,
-            })),
+            Inbound::ConnectError(message) if is_credential_refusal(&message) => {
+                Some(End::Refused(WsError::Refused {
+                    status: None,
+                    message,
+                }))
+            }
+            Inbound::ConnectError(message) => Some(End::Lost(format!(
+                "the namespace dropped the connection: {message}"
+            ))),
             Inbound::Open(_) | Inbound::Connected | Inbound::Other | Inbound::Malformed(_) => None,
         }
     }
