@@ -463,6 +463,56 @@ mod against_the_mock {
         assert_eq!(mock.requests().len(), 1, "nothing more was sent");
     }
 
+    /// A socket lost after it was open is reconnected, each attempt noted on stderr; when the
+    /// attempts allowed fail, the command gives up with exit status 1.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ws_reconnects_a_lost_socket_and_exits_1_when_it_gives_up() {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("ws://{}", listener.local_addr().expect("addr"));
+        // One connection, served and then closed; the listener goes with it, so every
+        // reconnect is refused.
+        tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            drop(listener);
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            let open = r#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#;
+            let _ = ws.send(Message::text(open)).await;
+            while let Some(Ok(Message::Text(text))) = ws.next().await {
+                if text.as_str().starts_with("40/markets") {
+                    for frame in [r#"40/markets,{"sid":"n"}"#, r#"42/markets,["hello",{}]"#] {
+                        let _ = ws.send(Message::text(frame)).await;
+                    }
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            }
+        });
+        let args = strings(&["ws", "--url", &url, "--max-attempts", "2"]);
+        let out = lmts_async(args, Vec::new()).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "{\"event\":\"hello\",\"data\":{}}\n");
+        let stderr = text(&out.stderr);
+        let notes: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("reconnecting in"))
+            .collect();
+        assert_eq!(notes.len(), 2, "{stderr}");
+        assert!(notes[0].ends_with("(attempt 1)"), "{stderr}");
+        assert!(notes[1].ends_with("(attempt 2)"), "{stderr}");
+        assert!(
+            stderr.contains("2 reconnect attempts failed"),
+            "gave up: {stderr}"
+        );
+    }
+
     #[test]
     fn capabilities_with_the_embedded_mock_needs_no_setup() {
         let out = lmts(&["capabilities", "--mock"], &[], None);

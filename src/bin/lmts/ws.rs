@@ -8,9 +8,6 @@ use serde_json::Value;
 
 use super::{Failure, after_sending, mock_credentials, write_stdout};
 
-/// Reconnect attempts that may fail in a row before the command gives up.
-const MAX_ATTEMPTS: u32 = 10;
-
 pub(crate) const WS_HELP: &str = "\
 Environment:
   LMTS_TOKEN_ID, LMTS_TOKEN_SECRET  HMAC token: the handshake is signed with it; without it,
@@ -19,7 +16,8 @@ With --mock, the mock server's partner token fills in when they are unset.
 
 Output: one JSON line per event, {\"event\": NAME, \"data\": PAYLOAD}, `authenticated` included.
 A lost socket is reconnected, signed afresh, and the --subscribe events are sent again; each
-attempt is noted on stderr; after 10 failed attempts in a row the command gives up.
+attempt is noted on stderr; after --max-attempts failed attempts in a row (default 10), with
+backoff from 1 s doubling to 60 s, the command gives up.
 
 Exit status:
   0  --count events were printed, or stopped with Ctrl-C
@@ -44,6 +42,9 @@ pub(crate) struct WsArgs {
     /// Exit 0 after this many events.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Reconnect attempts that may fail in a row before giving up (exit 1).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
 }
 
 fn parse_event(text: &str) -> Result<(String, Value), String> {
@@ -82,7 +83,7 @@ pub(crate) async fn run(args: WsArgs) -> Result<(), Failure> {
     };
     let mut socket = SocketBuilder::new(&url)
         .credentials(creds)
-        .max_reconnect_attempts(Some(MAX_ATTEMPTS))
+        .max_reconnect_attempts(Some(args.max_attempts))
         .on_reconnect(|r| {
             eprintln!(
                 "lmts: {}; reconnecting in {:.1} s (attempt {})",
