@@ -351,6 +351,29 @@ mod against_the_mock {
         HmacCredentials::new(PARTNER_TOKEN_ID, PARTNER_TOKEN_SECRET).expect("valid")
     }
 
+    /// A mock and a client on one clock standing at `T`, the client holding the partner's
+    /// HMAC token and an identity token the mock minted to expire `ttl` from then.
+    async fn at_t_with_identity(ttl: Duration) -> (MockServer, Client) {
+        let clock = FixedClock::new(T);
+        let mock = MockServer::builder()
+            .clock(clock.clone())
+            .start()
+            .await
+            .expect("mock");
+        let token = mock.mint_identity(PARTNER_IDENTITY, ttl).expect("minted");
+        let client = Client::builder()
+            .base_url(mock.base_url())
+            .clock(clock)
+            .credentials(
+                Credentials::new()
+                    .with_hmac(partner())
+                    .with_identity(IdentityToken::new(token).expect("valid")),
+            )
+            .build()
+            .expect("client");
+        (mock, client)
+    }
+
     fn date(text: &'static str) -> Fault {
         Fault::Respond {
             status: StatusCode::OK,
@@ -367,26 +390,8 @@ mod against_the_mock {
 
     #[tokio::test]
     async fn one_wild_date_neither_redates_signatures_nor_expires_a_valid_identity_token() {
-        let clock = FixedClock::new(T);
-        let mock = MockServer::builder()
-            .clock(clock.clone())
-            .start()
-            .await
-            .expect("mock");
         // An identity token valid for the next hour.
-        let token = mock
-            .mint_identity(PARTNER_IDENTITY, Duration::from_secs(3600))
-            .expect("minted");
-        let client = Client::builder()
-            .base_url(mock.base_url())
-            .clock(clock)
-            .credentials(
-                Credentials::new()
-                    .with_hmac(partner())
-                    .with_identity(IdentityToken::new(token).expect("valid")),
-            )
-            .build()
-            .expect("client");
+        let (mock, client) = at_t_with_identity(Duration::from_secs(3600)).await;
         mock.inject(date("Fri, 01 Jan 2100 00:00:00 GMT"));
         client.list_tokens().await.expect("answered");
         assert_eq!(
@@ -414,25 +419,7 @@ mod against_the_mock {
     /// only an offset two answers agreed on does that.
     #[tokio::test]
     async fn one_plausible_wrong_date_expires_no_token_and_is_corrected_by_the_next_answer() {
-        let clock = FixedClock::new(T);
-        let mock = MockServer::builder()
-            .clock(clock.clone())
-            .start()
-            .await
-            .expect("mock");
-        let token = mock
-            .mint_identity(PARTNER_IDENTITY, Duration::from_secs(30 * 60))
-            .expect("minted");
-        let client = Client::builder()
-            .base_url(mock.base_url())
-            .clock(clock)
-            .credentials(
-                Credentials::new()
-                    .with_hmac(partner())
-                    .with_identity(IdentityToken::new(token).expect("valid")),
-            )
-            .build()
-            .expect("client");
+        let (mock, client) = at_t_with_identity(Duration::from_secs(30 * 60)).await;
         // 2026-03-30T12:50:00Z
         mock.inject(date("Mon, 30 Mar 2026 12:50:00 GMT"));
         client.list_tokens().await.expect("answered");
