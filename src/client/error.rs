@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::observe::ResponseBodyError;
 use crate::types::DeriveRequestError;
 use crate::{BodyError, BoxError, CredentialError, PolicyError, SigningError};
 
@@ -315,15 +316,17 @@ impl Error {
     }
 
     /// Maps an error from the service stack to the typed error: the one place where the
-    /// stack's boxed errors (tower's convention) are taken apart, below the retry layer, so
-    /// that the retry policy matches typed errors. `timeout` is the attempt timeout that
-    /// applied.
+    /// stack's boxed errors (tower's convention, and `tower::timeout`'s `Elapsed`) become a
+    /// `client::Error`, below the retry layer, so that the retry policy matches typed errors.
+    /// The layers' own errors are typed ([`PolicyError`], [`BodyError`], [`SigningError`], the
+    /// response body's); a transport error is read for what it says about delivery. `timeout`
+    /// is the attempt timeout that applied.
     pub(crate) fn from_stack(err: BoxError, timeout: Option<Duration>) -> Self {
         if err.is::<tower::timeout::error::Elapsed>() {
             return Self::Timeout(timeout.unwrap_or(Duration::MAX));
         }
-        let err = match err.downcast::<Self>() {
-            Ok(e) => return *e,
+        let err = match err.downcast::<ResponseBodyError>() {
+            Ok(e) => return Self::from_body(*e),
             Err(e) => e,
         };
         let err = match err.downcast::<PolicyError>() {
@@ -343,6 +346,22 @@ impl Error {
             Delivery::NoConnection => Self::Connect(err),
             Delivery::NotProcessed => Self::NotProcessed(err),
             Delivery::Unknown => Self::Transport(err),
+        }
+    }
+}
+
+impl Error {
+    /// A response body that could not be read: too large, or a failed connection.
+    fn from_body(e: ResponseBodyError) -> Self {
+        match e.error {
+            BodyError::TooLarge { .. } | BodyError::TooLargeDeclared { .. } => {
+                Self::ResponseTooLarge {
+                    status: e.status,
+                    limit: e.limit,
+                }
+            }
+            BodyError::Stream(source) => Self::Transport(source),
+            other => Self::Transport(Box::new(other)),
         }
     }
 }

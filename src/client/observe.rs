@@ -14,10 +14,21 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::error::Error;
 use crate::BoxError;
 use crate::body::{BodyError, Collect};
 use crate::skew::SkewTracker;
+
+/// A response body that could not be read whole: the stack's error, which the client's one
+/// mapping makes [`Error::ResponseTooLarge`](super::Error::ResponseTooLarge) or a transport
+/// error.
+#[derive(Debug, thiserror::Error)]
+#[error("the {status} response body could not be read: {error}")]
+pub(crate) struct ResponseBodyError {
+    pub(crate) status: http::StatusCode,
+    pub(crate) limit: usize,
+    #[source]
+    pub(crate) error: BodyError,
+}
 
 /// A timeout for one request, overriding the client's; insert it into the request's extensions.
 ///
@@ -156,18 +167,13 @@ where
                     let Some(parts) = parts.take() else {
                         return Poll::Ready(Err("future polled after completion".into()));
                     };
-                    let limit = *this.limit;
-                    let failed = |e: Error| -> BoxError { Box::new(e) };
                     return Poll::Ready(match read {
                         Ok(bytes) => Ok(Response::from_parts(parts, bytes)),
-                        Err(BodyError::TooLarge { .. } | BodyError::TooLargeDeclared { .. }) => {
-                            Err(failed(Error::ResponseTooLarge {
-                                status: parts.status,
-                                limit,
-                            }))
-                        }
-                        Err(BodyError::Stream(e)) => Err(failed(Error::Transport(e))),
-                        Err(other) => Err(failed(Error::Transport(Box::new(other)))),
+                        Err(error) => Err(Box::new(ResponseBodyError {
+                            status: parts.status,
+                            limit: *this.limit,
+                            error,
+                        })),
                     });
                 }
             }
