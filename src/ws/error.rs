@@ -28,8 +28,9 @@ pub enum WsError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// The server refused the socket's credentials: HTTP 401 or 403 on the upgrade
-    /// (`status`), or the `/markets` namespace's connect error (no `status`). Final: the socket
-    /// does not retry with the credentials it was refused.
+    /// (`status`), or the `/markets` namespace's connect error (no `status`), unless its
+    /// message says it passes (an overloaded or restarting server). Final: the socket does not
+    /// retry with the credentials it was refused.
     #[error("the server refused the socket{}: {message}", Status(*.status))]
     Refused {
         /// The HTTP status of a refused upgrade.

@@ -23,7 +23,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// the right `Sec-WebSocket-Accept`, a final refusal on 401 or 403, a transient failure
 /// otherwise.
 ///
-/// `now_millis` is the time by the socket's clock, against which a `Retry-After` date is read.
+/// `now_millis` is the time by the socket's clock, against which a `Retry-After` date is read
+/// when the answer has no `Date` of its own.
 pub(crate) async fn upgrade(
     mut io: Box<dyn Io>,
     req: &Request<()>,
@@ -150,8 +151,17 @@ async fn refused(
             message,
         });
     }
+    // A date is read against the server's own clock when the answer says it (`Date`), so a
+    // local clock that is off does not stretch or cut the wait.
+    let server_now = headers
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(now_millis);
     let retry_after =
-        crate::retry_after::retry_after(headers, &body, now_millis).map(|d| d.min(MAX_RETRY_AFTER));
+        crate::retry_after::retry_after(headers, &body, server_now).map(|d| d.min(MAX_RETRY_AFTER));
     Failure::Transient {
         error: format!("the upgrade was answered {status}: {message}").into(),
         retry_after,

@@ -15,7 +15,8 @@
 //!   60 s, signing every attempt with the credentials current at that moment, and replays the
 //!   subscriptions made so far (the last one of each kind). A refusal (HTTP 401 or 403 on the
 //!   upgrade, or the namespace's connect error) ends the socket with [`WsError::Refused`]; it
-//!   is never retried in a loop. A 429 backs off.
+//!   is never retried in a loop. A 429 backs off, and so does a connect error whose message
+//!   says it passes (an overloaded or restarting server) and says nothing of the credentials.
 //!
 //! ```no_run
 //! use limitless_auth::{Credentials, ws};

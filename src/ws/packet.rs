@@ -139,9 +139,11 @@ fn refusal_message(payload: &str) -> String {
         .unwrap_or_else(|| payload.to_owned())
 }
 
-/// Whether a connect error's `message` is about the credentials (a refusal, final), rather
-/// than something that passes (a server overloaded, restarting), worth another attempt.
-pub(crate) fn is_credential_refusal(message: &str) -> bool {
+/// Whether a connect error's `message` says it passes (a server overloaded, restarting), so
+/// that another attempt is worth making. Anything else is a refusal, final: a message about
+/// the credentials, and one this does not recognise, so that credentials the server refused
+/// are never sent again in a loop.
+pub(crate) fn connect_error_passes(message: &str) -> bool {
     const ABOUT_CREDENTIALS: [&str; 9] = [
         "auth",
         "token",
@@ -153,8 +155,19 @@ pub(crate) fn is_credential_refusal(message: &str) -> bool {
         "forbidden",
         "permission",
     ];
+    const PASSING: [&str; 8] = [
+        "overload",
+        "unavailable",
+        "try again",
+        "too many",
+        "rate limit",
+        "busy",
+        "restart",
+        "shutting down",
+    ];
     let message = message.to_ascii_lowercase();
-    ABOUT_CREDENTIALS.iter().any(|word| message.contains(word))
+    !ABOUT_CREDENTIALS.iter().any(|word| message.contains(word))
+        && PASSING.iter().any(|word| message.contains(word))
 }
 
 /// The frame that emits `name` with `data` on the namespace.
@@ -169,7 +182,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn connect_errors_about_credentials_are_refusals() {
+    fn only_connect_errors_that_say_they_pass_are_tried_again() {
         for refusal in [
             "Invalid signature",
             "Invalid or revoked API token",
@@ -178,11 +191,24 @@ mod tests {
             "Timestamp out of range",
             "Forbidden",
             "missing API key",
+            // Not recognised: refused, never retried in a loop.
+            "Invalid HMAC",
+            "Access denied",
+            "",
+            r#"{"code":4001}"#,
+            // About the credentials, whatever else it says.
+            "Token rejected, try again with another",
         ] {
-            assert!(is_credential_refusal(refusal), "{refusal}");
+            assert!(!connect_error_passes(refusal), "{refusal}");
         }
-        for passing in ["Server overloaded", "try again later", "", "internal error"] {
-            assert!(!is_credential_refusal(passing), "{passing}");
+        for passing in [
+            "Server overloaded",
+            "Service Unavailable",
+            "try again later",
+            "Too many connections",
+            "server restarting",
+        ] {
+            assert!(connect_error_passes(passing), "{passing}");
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::packet::{self, CONNECT, Inbound, Open, PONG, is_credential_refusal};
+use super::packet::{self, CONNECT, Inbound, Open, PONG, connect_error_passes};
 use super::socket::{Event, OnReconnect, Reconnect, Subscriptions, lock};
 use super::transport::{Io, Transport};
 use super::{Target, WsError, handshake};
@@ -167,16 +167,16 @@ impl Session {
         loop {
             match read(&mut ws).await.map_err(Failure::transient)? {
                 Inbound::Connected => return Ok(Live { ws, open }),
-                Inbound::ConnectError(message) if is_credential_refusal(&message) => {
+                Inbound::ConnectError(message) if connect_error_passes(&message) => {
+                    return Err(Failure::transient(format!(
+                        "the namespace refused the connection: {message}"
+                    )));
+                }
+                Inbound::ConnectError(message) => {
                     return Err(Failure::Final(WsError::Refused {
                         status: None,
                         message,
                     }));
-                }
-                Inbound::ConnectError(message) => {
-                    return Err(Failure::transient(format!(
-                        "the namespace refused the connection: {message}"
-                    )));
                 }
                 Inbound::Ping => send(&mut ws, PONG).await.map_err(Failure::transient)?,
                 Inbound::Close | Inbound::Disconnected => {
@@ -331,15 +331,13 @@ impl Session {
             Inbound::Disconnected => {
                 Some(End::Lost("the server disconnected the namespace".into()))
             }
-            Inbound::ConnectError(message) if is_credential_refusal(&message) => {
-                Some(End::Refused(WsError::Refused {
-                    status: None,
-                    message,
-                }))
-            }
-            Inbound::ConnectError(message) => Some(End::Lost(format!(
-                "the namespace dropped the connection: {message}"
-            ))),
+            Inbound::ConnectError(message) if connect_error_passes(&message) => Some(End::Lost(
+                format!("the namespace dropped the connection: {message}"),
+            )),
+            Inbound::ConnectError(message) => Some(End::Refused(WsError::Refused {
+                status: None,
+                message,
+            })),
             Inbound::Open(_) | Inbound::Connected | Inbound::Other | Inbound::Malformed(_) => None,
         }
     }
