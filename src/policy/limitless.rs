@@ -116,7 +116,7 @@ impl RouteTable {
     /// | `trading` | `POST` and `DELETE /orders/**`, `POST /portfolio/redeem` |
     /// | `withdrawal` | `POST /portfolio/withdraw` |
     /// | `trading` + `delegated_signing` | any method on `/amm/**` |
-    /// | `account_creation` | `GET /profiles/partner-accounts`; `POST /profiles/partner-accounts` (+ `delegated_signing` when the body has `"createServerWallet": true`) |
+    /// | `account_creation` | `GET /profiles/partner-accounts`; `POST /profiles/partner-accounts` (+ `delegated_signing` when the body sets `createServerWallet`: `true`, or any value but `false`, `null`, `0` and `""`) |
     /// | `account_creation` + `delegated_signing` | `GET /profiles/partner-accounts/{id}/allowances`, `POST /profiles/partner-accounts/{id}/allowances/retry` |
     ///
     /// `x-on-behalf-of` is removed from `GET /profiles/partner-accounts`: the API's docs say not

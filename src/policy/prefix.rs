@@ -108,5 +108,12 @@ mod tests {
         assert_eq!(u.signing_target("/api/v1/orders?a=1"), "/orders?a=1");
         assert_eq!(u.signing_target("/other/orders"), "/other/orders");
         assert_eq!(u.route("/api/v1"), "/api/v1");
+        // A prefix ends at a segment boundary: `/api/v1x` is not under `/api/v1`.
+        assert_eq!(u.route("/api/v1x/orders"), "/api/v1x/orders");
+        assert_eq!(
+            u.signing_target("/api/v1x/orders?a=1"),
+            "/api/v1x/orders?a=1"
+        );
+        assert_eq!(u.route("/api/v1/orders"), "/orders");
     }
 }

@@ -249,7 +249,7 @@ fn latest<'t, T>(rules: &'t [Rule<T>], route: &Route<'_>) -> Option<&'t T> {
 }
 
 /// The token scopes a route requires of an HMAC token: all of a list, plus one more when a
-/// JSON body field is `true` (creating a partner account with a server wallet needs
+/// JSON body field is set (creating a partner account with a server wallet needs
 /// `delegated_signing` on top of `account_creation`).
 ///
 /// ```
