@@ -473,13 +473,17 @@ mod against_the_mock {
             .await
             .expect("bind");
         let url = format!("ws://{}", listener.local_addr().expect("addr"));
-        // One connection, served and then closed; the listener goes with it, so every
-        // reconnect is refused.
+        // One connection, served and then closed; every later one is closed unanswered, so
+        // every reconnect fails.
         tokio::spawn(async move {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            drop(listener);
+            tokio::spawn(async move {
+                while let Ok((later, _)) = listener.accept().await {
+                    drop(later);
+                }
+            });
             let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
                 return;
             };

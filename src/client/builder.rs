@@ -239,8 +239,9 @@ impl ClientBuilder {
     /// Speaks only HTTP/2 (default off): for an origin known to, such as the Limitless API.
     /// Requests then wait for the one connection being opened instead of each opening its own,
     /// cold bursts included; over plain `http` it is HTTP/2 with prior knowledge. Over `https`
-    /// only `h2` is offered by ALPN, so an origin that does not speak HTTP/2 fails the TLS
-    /// handshake: [`Error::Connect`], nothing sent.
+    /// only `h2` is offered by ALPN, so an origin that does not speak HTTP/2 and says so by
+    /// ALPN fails the TLS handshake ([`Error::Connect`], nothing sent); one that ignores ALPN
+    /// fails when HTTP/2 is spoken to it.
     pub fn http2_only(mut self, only: bool) -> Self {
         self.transport.http2_only = only;
         self

@@ -334,7 +334,11 @@ impl Client {
                 holder.refresh_identity(None).await?;
                 AuthMode::Privy
             }
-            Err(refused) => return Err(refused.into()),
+            Err(refused) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(error = %refused, "refused by the route policy");
+                return Err(refused.into());
+            }
         };
         drop(creds);
         req.extensions_mut().insert(mode);

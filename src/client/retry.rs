@@ -31,8 +31,8 @@ pub struct RetryConfig {
     /// The longest server-requested wait that is slept through (default 30 s).
     pub max_retry_after: Duration,
     /// Re-sign and retry, once, a 401 to a request signed with a timestamp (HMAC) when the
-    /// measured clock offset is over the threshold and has moved since the request was signed
-    /// (default true).
+    /// measured clock offset has moved since the request was signed and the old or the new
+    /// offset is over the threshold (default true).
     pub retry_skewed_unauthorized: bool,
 }
 
