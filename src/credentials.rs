@@ -301,8 +301,8 @@ fn decode_secret(secret_b64: &str) -> Result<Zeroizing<Vec<u8>>, CredentialError
 
     let unpadded = !bytes.len().is_multiple_of(4) && !bytes.contains(&b'=');
     let mut key = Zeroizing::new(Vec::with_capacity(bytes.len() / 4 * 3 + 3));
+    // Non-empty base64 that decodes at all decodes to at least one byte.
     match STANDARD.decode_vec(bytes, &mut key) {
-        Ok(()) if key.is_empty() => bad(SecretProblem::Empty),
         Ok(()) => Ok(key),
         Err(_) if unpadded => bad(SecretProblem::MissingPadding),
         Err(DecodeError::InvalidByte(_, b'=') | DecodeError::InvalidPadding) => {
@@ -901,6 +901,20 @@ mod tests {
                 assert!(!shown.contains(secret), "{shown} shows {secret}");
             }
         }
+        // Redacted, not empty: each says what it is.
+        assert_eq!(
+            format!("{hmac:?}"),
+            "HmacCredentials { token_id: <redacted>, key: <redacted> }"
+        );
+        assert_eq!(format!("{identity:?}"), "IdentityToken(<redacted>)");
+        assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
+        assert_eq!(
+            format!(
+                "{:?}",
+                SharedCredentials::new(Credentials::new().with_api_key(key.clone()))
+            ),
+            "SharedCredentials(Credentials { hmac: None, identity: None, api_key: Some(ApiKey(<redacted>)) })"
+        );
         assert!(hmac.token_id_header().is_sensitive());
         assert_eq!(hmac.token_id(), "visible-token-id");
     }
