@@ -479,6 +479,17 @@ mod tests {
     }
 
     #[test]
+    fn a_timestamp_shows_as_its_text() {
+        let ts = Timestamp::from_unix_millis(1_774_269_296_789).expect("in range");
+        assert_eq!(ts.as_ref(), "2026-03-23T12:34:56.789Z");
+        assert_eq!(ts.to_string(), "2026-03-23T12:34:56.789Z");
+        assert_eq!(
+            format!("{ts:?}"),
+            r#"Timestamp("2026-03-23T12:34:56.789Z")"#
+        );
+    }
+
+    #[test]
     fn signature_debug_is_redacted() {
         let creds = HmacCredentials::new("id", "c2VjcmV0").expect("valid");
         let sig = creds.sign("t", "GET", "/", b"");
