@@ -430,6 +430,44 @@ async fn a_token_within_the_margin_of_expiry_is_refreshed_before_sending() {
     assert!(expires.expect("a JWT with exp").unix_millis() > T + 60_000);
 }
 
+/// Twenty callers find the same token due at once: one refresh, and the others use its
+/// result instead of refreshing again (the token they found is no longer the one held).
+#[tokio::test(start_paused = true)]
+async fn a_token_due_for_many_callers_at_once_is_refreshed_once() {
+    let (mock, _) = mock_at(T).await;
+    let soon = mock
+        .mint_identity(PARTNER_IDENTITY, Duration::from_secs(20))
+        .expect("minted");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let client = builder(&mock)
+        .clock(FixedClock::new(T))
+        .credentials(Credentials::new().with_identity(IdentityToken::new(soon).expect("jwt")))
+        .identity_refresh_margin(Duration::from_secs(60))
+        .identity_source(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                // Every caller reaches the refresh meanwhile: paused time moves only when no
+                // task can run.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(IdentityToken::new(PARTNER_IDENTITY)?)
+            }
+        })
+        .build()
+        .expect("client");
+    let all: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.capabilities().await })
+        })
+        .collect();
+    for call in all {
+        call.await.expect("join").expect("answered");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh for twenty");
+}
+
 /// A client holding the partner's seeded HMAC token and its identity.
 fn rotating(mock: &MockServer) -> Client {
     builder(mock)
