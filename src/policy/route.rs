@@ -131,7 +131,10 @@ impl<'a> Route<'a> {
 
 /// A request's method as the rules compare it: one bit for each common method, one for all
 /// others, which are then compared by their upper-case name (`purge` is `PURGE`, as the signer
-/// upper-cases it and the server routes it).
+/// upper-cases it and the server routes it). Only `GET` and `HEAD` need bits of their own for
+/// what matches; the other common methods have theirs so that a rule is told apart by one AND
+/// rather than a name compare (`decide` on a POST: 664 instructions, 865 with those methods
+/// compared by name; `benches/instructions.rs`).
 #[derive(Clone, Debug)]
 struct MethodKey {
     bit: u8,
