@@ -259,16 +259,18 @@ async fn posts_that_time_out_waiting_for_a_stream_may_have_been_sent_and_are_not
     assert_eq!(bodies.len(), arrived, "none processed twice");
 }
 
-#[tokio::test]
-async fn a_cold_burst_to_an_http2_only_origin_opens_one_connection() {
-    let (addr, accepted) = common::raw::tls_server(&[b"h2"]).await;
-    let client = Client::builder()
+/// A client of the TLS test server at `addr`, trusting the test CA.
+fn tls_client(addr: std::net::SocketAddr) -> ClientBuilder {
+    Client::builder()
         .base_url(format!("https://localhost:{}", addr.port()))
         .credentials(Credentials::new().with_hmac(hmac()))
         .tls_config(common::raw::client_tls())
-        .http2_only(true)
-        .build()
-        .expect("client");
+}
+
+#[tokio::test]
+async fn a_cold_burst_to_an_http2_only_origin_opens_one_connection() {
+    let (addr, accepted) = common::raw::tls_server(&[b"h2"]).await;
+    let client = tls_client(addr).http2_only(true).build().expect("client");
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let client = client.clone();
@@ -291,10 +293,7 @@ async fn a_cold_burst_to_an_http2_only_origin_opens_one_connection() {
 #[tokio::test]
 async fn an_http2_only_client_refuses_an_origin_that_speaks_only_http1_before_sending() {
     let (addr, accepted) = common::raw::tls_server(&[b"http/1.1"]).await;
-    let client = Client::builder()
-        .base_url(format!("https://localhost:{}", addr.port()))
-        .credentials(Credentials::new().with_hmac(hmac()))
-        .tls_config(common::raw::client_tls())
+    let client = tls_client(addr)
         .http2_only(true)
         .retry(RetryConfig::disabled())
         .build()
@@ -307,12 +306,7 @@ async fn an_http2_only_client_refuses_an_origin_that_speaks_only_http1_before_se
     assert!(err.is_local() && !err.may_have_been_sent(), "{err:?}");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     // Offering both, the same origin is spoken to over HTTP/1.1.
-    let both = Client::builder()
-        .base_url(format!("https://localhost:{}", addr.port()))
-        .credentials(Credentials::new().with_hmac(hmac()))
-        .tls_config(common::raw::client_tls())
-        .build()
-        .expect("client");
+    let both = tls_client(addr).build().expect("client");
     let resp = both.request(Method::GET, "/orders", None).await;
     assert_eq!(resp.expect("answered").status, StatusCode::OK);
 }

@@ -330,24 +330,27 @@ async fn swaps_under_load_never_give_an_attempt_a_mixed_or_invalid_token() {
     );
 }
 
-/// Under paused time every caller reaches the refresh before the source's 50 ms pass: tokio
-/// moves its clock only when no task can run.
+/// An identity source that counts its calls and answers the partner's identity after 50 ms:
+/// under paused time, every caller reaches the refresh meanwhile, since tokio moves its clock
+/// only when no task can run.
+fn slow_source(builder: ClientBuilder, calls: &Arc<AtomicUsize>) -> ClientBuilder {
+    let calls = calls.clone();
+    builder.identity_source(move || {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(IdentityToken::new(PARTNER_IDENTITY)?)
+        }
+    })
+}
+
+/// Under paused time every caller reaches the refresh before the source's 50 ms pass.
 #[tokio::test(start_paused = true)]
 async fn identity_refresh_is_single_flight_and_errors_are_typed() {
     let mock = MockServer::start().await.expect("mock");
     let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let client = builder(&mock)
-        .identity_source(move || {
-            let counted = counted.clone();
-            async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                Ok(IdentityToken::new(PARTNER_IDENTITY)?)
-            }
-        })
-        .build()
-        .expect("client");
+    let client = slow_source(builder(&mock), &calls).build().expect("client");
     let all: Vec<_> = (0..100)
         .map(|_| {
             let client = client.clone();
@@ -439,23 +442,11 @@ async fn a_token_due_for_many_callers_at_once_is_refreshed_once() {
         .mint_identity(PARTNER_IDENTITY, Duration::from_secs(20))
         .expect("minted");
     let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
     let client = builder(&mock)
         .clock(FixedClock::new(T))
         .credentials(Credentials::new().with_identity(IdentityToken::new(soon).expect("jwt")))
-        .identity_refresh_margin(Duration::from_secs(60))
-        .identity_source(move || {
-            let counted = counted.clone();
-            async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                // Every caller reaches the refresh meanwhile: paused time moves only when no
-                // task can run.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                Ok(IdentityToken::new(PARTNER_IDENTITY)?)
-            }
-        })
-        .build()
-        .expect("client");
+        .identity_refresh_margin(Duration::from_secs(60));
+    let client = slow_source(client, &calls).build().expect("client");
     let all: Vec<_> = (0..20)
         .map(|_| {
             let client = client.clone();
