@@ -83,6 +83,7 @@ pub enum DeriveRequestError {
 
 impl DeriveTokenRequest {
     /// Checks what the API would refuse for sure: label length and scope dependencies.
+    #[cfg(any(feature = "client", test))]
     pub(crate) fn validate(&self) -> Result<(), DeriveRequestError> {
         if let Some(label) = &self.label {
             let chars = label.chars().count();

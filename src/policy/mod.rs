@@ -17,7 +17,7 @@ use std::ops::BitOr;
 
 use http::{Extensions, HeaderName, Method};
 
-#[cfg(any(feature = "tracing", feature = "reqwest"))]
+#[cfg(any(all(feature = "tracing", feature = "client"), feature = "reqwest"))]
 pub(crate) use error::display_path;
 pub use error::{PolicyError, RouteError};
 pub use prefix::RoutePrefix;
