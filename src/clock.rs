@@ -71,6 +71,21 @@ pub(crate) fn system_time_millis(t: SystemTime) -> i64 {
     }
 }
 
+/// The instant an HTTP date (`Date`, `Retry-After`) names, in milliseconds since the Unix
+/// epoch.
+#[cfg(any(feature = "client", feature = "reqwest", feature = "ws"))]
+pub(crate) fn http_date_millis(value: &str) -> Option<i64> {
+    httpdate::parse_http_date(value.trim())
+        .ok()
+        .map(system_time_millis)
+}
+
+/// When an answer says it was sent: its `Date`, in milliseconds since the Unix epoch.
+#[cfg(any(feature = "client", feature = "reqwest", feature = "ws"))]
+pub(crate) fn date_millis(headers: &http::HeaderMap) -> Option<i64> {
+    http_date_millis(headers.get(http::header::DATE)?.to_str().ok()?)
+}
+
 /// A clock that stands still until it is moved; clones share the same time.
 ///
 /// Meant for tests: the time is set explicitly and never advances on its own.

@@ -2,7 +2,7 @@
 //! `retryAfterSeconds` number in a JSON body, as the API sends them (SPEC §5). Shared by the
 //! client's retry policy and the socket's reconnects.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::HeaderMap;
 
@@ -20,13 +20,24 @@ pub(crate) fn retry_after(
         .or_else(|| body_retry_after(body))
 }
 
+/// [`retry_after`] for an answer on its own: an HTTP-date `Retry-After` is read against the
+/// answer's `Date` when it has one (so a local clock that is off neither stretches nor cuts the
+/// wait), else against `local_now_ms`.
+pub(crate) fn requested_wait(
+    headers: &HeaderMap,
+    body: &[u8],
+    local_now_ms: i64,
+) -> Option<Duration> {
+    let now = crate::clock::date_millis(headers).unwrap_or(local_now_ms);
+    retry_after(headers, body, now)
+}
+
 fn parse_retry_after(value: &str, server_now_ms: i64) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let date = httpdate::parse_http_date(value).ok()?;
-    let date_ms = i64::try_from(date.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    let date_ms = crate::clock::http_date_millis(value)?;
     let wait = date_ms.saturating_sub(server_now_ms).max(0);
     Some(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
 }

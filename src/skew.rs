@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
@@ -117,17 +117,7 @@ impl SkewTracker {
         if headers.get(http::header::AGE).is_some() {
             return;
         }
-        let Some(date) = headers
-            .get(http::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| httpdate::parse_http_date(s).ok())
-        else {
-            return;
-        };
-        let Ok(since_epoch) = date.duration_since(UNIX_EPOCH) else {
-            return;
-        };
-        let Ok(date_ms) = i64::try_from(since_epoch.as_millis()) else {
+        let Some(date_ms) = crate::clock::date_millis(headers) else {
             return;
         };
         // The server stamped Date somewhere in [date, date + 1 s) while we waited.

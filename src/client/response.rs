@@ -48,18 +48,13 @@ impl ApiResponse {
         }
         let message = error_message(&self.body);
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            // An HTTP-date Retry-After is compared with the server's own Date when it sent one.
-            let now = self
-                .headers
-                .get(http::header::DATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| httpdate::parse_http_date(s).ok())
-                .map_or_else(
-                    || SystemClock.now_millis(),
-                    crate::clock::system_time_millis,
-                );
+            let retry_after = crate::retry_after::requested_wait(
+                &self.headers,
+                &self.body,
+                SystemClock.now_millis(),
+            );
             return Err(Error::RateLimited {
-                retry_after: crate::retry_after::retry_after(&self.headers, &self.body, now),
+                retry_after,
                 message,
                 body: RawBody(self.body),
             });

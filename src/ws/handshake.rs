@@ -151,17 +151,8 @@ async fn refused(
             message,
         });
     }
-    // A date is read against the server's own clock when the answer says it (`Date`), so a
-    // local clock that is off does not stretch or cut the wait.
-    let server_now = headers
-        .get(http::header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-        .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .unwrap_or(now_millis);
-    let retry_after =
-        crate::retry_after::retry_after(headers, &body, server_now).map(|d| d.min(MAX_RETRY_AFTER));
+    let retry_after = crate::retry_after::requested_wait(headers, &body, now_millis)
+        .map(|d| d.min(MAX_RETRY_AFTER));
     Failure::Transient {
         error: format!("the upgrade was answered {status}: {message}").into(),
         retry_after,
@@ -184,6 +175,43 @@ mod tests {
             b"GET /socket.io/?transport=websocket&EIO=4 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n\
               lmts-api-key: token\r\n\r\n"
         );
+    }
+
+    /// A 429 whose `Retry-After` is a date is waited out by the answer's own `Date`: a local
+    /// clock five minutes slow waits 12 s, not 5 min 12 s.
+    #[tokio::test]
+    async fn a_retry_after_date_is_read_against_the_answers_date() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "date",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:49 GMT"),
+        );
+        let date_ms = 784_111_777_000;
+        let (io, _peer) = tokio::io::duplex(64);
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let failure = refused(
+            status,
+            &headers,
+            Box::new(io),
+            Vec::new(),
+            date_ms - 300_000,
+        );
+        let Failure::Transient { retry_after, .. } = failure.await else {
+            panic!("a 429 is transient");
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(12)));
+        // Without a Date, the local clock is all there is.
+        headers.remove("date");
+        let (io, _peer) = tokio::io::duplex(64);
+        let failure = refused(status, &headers, Box::new(io), Vec::new(), date_ms - 60_000);
+        let Failure::Transient { retry_after, .. } = failure.await else {
+            panic!("a 429 is transient");
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(72)));
     }
 
     #[test]
