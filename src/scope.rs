@@ -42,9 +42,14 @@ impl Scope {
         }
     }
 
-    /// Parses a comma-separated scope list (`trading, withdrawal`), as `LMTS_TOKEN_SCOPES`
-    /// holds it; empty items are skipped.
-    pub(crate) fn parse_list(text: &str) -> Vec<Self> {
+    /// Parses a comma-separated scope list (`trading, withdrawal`), as `LMTS_TOKEN_SCOPES` and
+    /// `LMTS_DENY_SCOPES` hold it; empty items are skipped.
+    ///
+    /// ```
+    /// use limitless_auth::Scope;
+    /// assert_eq!(Scope::parse_list("trading, withdrawal,"), [Scope::Trading, Scope::Withdrawal]);
+    /// ```
+    pub fn parse_list(text: &str) -> Vec<Self> {
         text.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())

@@ -542,6 +542,18 @@ fn parse_scopes(scopes: &[String]) -> Option<Vec<Scope>> {
 }
 
 /// The mock server's partner credentials: its identity token and HMAC token.
+/// The HMAC token from `LMTS_TOKEN_ID` and `LMTS_TOKEN_SECRET` alone (for `sign` and `ws`):
+/// another credential left in the shell is not these commands' business.
+fn hmac_from_env() -> Result<Credentials, Failure> {
+    Credentials::from_lookup(|name| {
+        [ENV_TOKEN_ID, ENV_TOKEN_SECRET]
+            .contains(&name)
+            .then(|| std::env::var_os(name))
+            .flatten()
+    })
+    .map_err(|e| Failure::local(e.to_string()))
+}
+
 fn mock_credentials() -> Result<Credentials, Failure> {
     Ok(Credentials::new()
         .with_identity(
@@ -578,12 +590,7 @@ async fn connect(target: &Target) -> Result<(Client, Option<MockServer>), Failur
         let deny = deny
             .into_string()
             .map_err(|_| Failure::local(format!("{ENV_DENY_SCOPES} is not valid UTF-8")))?;
-        builder = builder.deny_scopes(
-            deny.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Scope::parse),
-        );
+        builder = builder.deny_scopes(Scope::parse_list(&deny));
     }
     if let Some(timeout) = target.timeout {
         builder = builder.timeout(Some(timeout));
@@ -620,16 +627,7 @@ fn sign(args: &SignArgs) -> Result<(), Failure> {
     let method = method(&args.method)?;
     let target = path_and_query(&args.path_and_query)?;
     let body = args.body.read()?;
-    // Only the HMAC token's variables: another credential left in the shell is not this
-    // command's business.
-    let creds = Credentials::from_lookup(|name| {
-        [ENV_TOKEN_ID, ENV_TOKEN_SECRET]
-            .contains(&name)
-            .then(|| std::env::var_os(name))
-            .flatten()
-    })
-    .map_err(|e| Failure::local(e.to_string()))?;
-    let hmac = creds.hmac.ok_or_else(|| {
+    let hmac = hmac_from_env()?.hmac.ok_or_else(|| {
         Failure::local(format!("set {ENV_TOKEN_ID} and {ENV_TOKEN_SECRET} to sign"))
     })?;
     let now;

@@ -3,10 +3,9 @@
 use clap::Args;
 use limitless_auth::mock::MockServer;
 use limitless_auth::ws::{DEFAULT_URL, SocketBuilder, WsError};
-use limitless_auth::{Credentials, ENV_TOKEN_ID, ENV_TOKEN_SCOPES, ENV_TOKEN_SECRET};
 use serde_json::Value;
 
-use super::{Failure, after_sending, mock_credentials, write_stdout};
+use super::{Failure, after_sending, hmac_from_env, mock_credentials, write_stdout};
 
 pub(crate) const WS_HELP: &str = "\
 Environment:
@@ -56,18 +55,6 @@ fn parse_event(text: &str) -> Result<(String, Value), String> {
     }
     let data = serde_json::from_str(json).map_err(|e| format!("the payload is not JSON: {e}"))?;
     Ok((name.to_owned(), data))
-}
-
-/// The HMAC token from the environment: the other credential variables are not read.
-fn hmac_from_env() -> Result<Credentials, Failure> {
-    let ours = [ENV_TOKEN_ID, ENV_TOKEN_SECRET, ENV_TOKEN_SCOPES];
-    let creds = Credentials::from_lookup(|name| {
-        ours.contains(&name)
-            .then(|| std::env::var_os(name))
-            .flatten()
-    })
-    .map_err(|e| Failure::local(e.to_string()))?;
-    Ok(creds)
 }
 
 pub(crate) async fn run(args: WsArgs) -> Result<(), Failure> {
