@@ -108,9 +108,9 @@ impl Pattern {
     }
 }
 
-/// A request as the table reads it: its method in upper case, and its path (no query) without
-/// the leading `/` and one trailing `/` (the server routes `/orders/` as `/orders`); `None`
-/// for a path that does not start with `/`, which no pattern matches.
+/// A request as the table reads it: its method as the rules compare it, and its path (no
+/// query) without the leading `/` and one trailing `/` (the server routes `/orders/` as
+/// `/orders`); `None` for a path that does not start with `/`, which no pattern matches.
 pub(crate) struct Route<'a> {
     method: MethodKey,
     segments: Option<&'a [u8]>,
